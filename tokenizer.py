@@ -1,0 +1,137 @@
+"""
+The two tokenizers of nanostories, selected by name (the name is stored in data/<name>/<tokenizer>/meta.json and in
+every checkpoint, so nothing is ever guessed):
+
+    gpt2  GPT-2 BPE via tiktoken, 50257 ids, <|endoftext|> = 50256
+    byte  raw UTF-8 bytes 0..255, then <|endoftext|> = 256, <|pad|> = 257, and 100 ByT5-style span-corruption
+          sentinels 258..357 (https://arxiv.org/abs/2105.13626, section 3.1)
+
+    from tokenizer import get_tokenizer
+    tok = get_tokenizer("byte")
+    ids = tok.encode("Once upon a time")      # ordinary text only: never produces a special id
+    tok.decode(ids + [tok.eot_id], skip_special=False)  # 'Once upon a time<|endoftext|>'
+
+tiktoken reads the GPT-2 BPE files from $TIKTOKEN_CACHE_DIR when offline (e.g. ../shared/tiktoken_cache).
+"""
+import difflib
+import functools
+
+import numpy as np
+
+NAMES = ("gpt2", "byte")
+N_SENTINELS = 100  # ByT5 uses 100 sentinel ids too; plenty for span corruption of 16-1024 token blocks
+
+
+@functools.lru_cache(maxsize=None)
+def _tiktoken_gpt2():
+    # cached: building the Encoding parses the 50k-merge BPE file (~0.3 s), and every caller would pay it again
+    import tiktoken
+    return tiktoken.get_encoding("gpt2")
+
+
+class Tokenizer:
+    """Common decode logic; the subclasses below fill in the ids and encode()."""
+    name: str
+    vocab_size: int
+    eot_id: int            # appended after each story in the bins (never prepended)
+    pad_id: int | None
+    sentinel_ids: range
+    special_ids: list[int]  # every id that stands for no text
+
+    def _special_text(self, i: int) -> str:
+        if i == self.eot_id:
+            return "<|endoftext|>"
+        if i == self.pad_id:
+            return "<|pad|>"
+        if i in self.sentinel_ids:
+            return f"<|sentinel_{i - self.sentinel_ids.start}|>"
+        return "\ufffd"  # out-of-range id: render as the replacement char rather than raise
+
+    def _id_bytes(self, i: int) -> bytes | None:
+        """UTF-8 bytes of one ordinary id, or None if it is special or out of range."""
+        raise NotImplementedError
+
+    def encode(self, s: str) -> list[int]:
+        raise NotImplementedError
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(s) for s in texts]
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        """ids: any iterable of ints (list, numpy array, torch tensor). Never raises: invalid UTF-8 becomes U+FFFD,
+        out-of-range ids become U+FFFD, special ids are dropped (skip_special) or rendered as e.g. '<|pad|>'."""
+        out, buf = [], bytearray()
+        for i in (int(i) for i in ids):
+            b = self._id_bytes(i)
+            if b is not None:
+                buf += b
+                continue
+            # flush pending bytes first so a multi-byte character split across ids still decodes
+            out.append(buf.decode("utf-8", errors="replace"))
+            buf = bytearray()
+            if not skip_special or not (0 <= i < self.vocab_size):
+                out.append(self._special_text(i))
+        out.append(buf.decode("utf-8", errors="replace"))
+        return "".join(out)
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """int64 array (vocab_size,): UTF-8 bytes each id stands for, 0 for special ids. Used for bits-per-byte."""
+        return np.array([len(self._id_bytes(i) or b"") for i in range(self.vocab_size)], dtype=np.int64)
+
+    def __repr__(self):
+        return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size}, eot_id={self.eot_id})"
+
+
+class GPT2Tokenizer(Tokenizer):
+    name, vocab_size, eot_id, pad_id, sentinel_ids = "gpt2", 50257, 50256, None, range(0)
+
+    def __init__(self):
+        self.enc = _tiktoken_gpt2()
+        assert self.enc.n_vocab == self.vocab_size and self.enc.eot_token == self.eot_id
+        self.special_ids = [self.eot_id]
+
+    def _id_bytes(self, i):
+        return self.enc.decode_single_token_bytes(i) if 0 <= i < self.eot_id else None
+
+    def encode(self, s):
+        # encode_ordinary: a literal "<|endoftext|>" inside a story is ordinary text, never the EOT id
+        return self.enc.encode_ordinary(s)
+
+    def encode_batch(self, texts):
+        return self.enc.encode_ordinary_batch(texts)
+
+    def decode(self, ids, skip_special=True):
+        ids = [int(i) for i in ids]
+        if all(0 <= i < self.eot_id for i in ids):  # fast path: tiktoken in one call
+            return self.enc.decode(ids, errors="replace")
+        return super().decode(ids, skip_special)
+
+
+class ByteTokenizer(Tokenizer):
+    name, eot_id, pad_id = "byte", 256, 257
+    sentinel_ids = range(258, 258 + N_SENTINELS)
+    vocab_size = 258 + N_SENTINELS  # 358
+
+    def __init__(self):
+        self.special_ids = [self.eot_id, self.pad_id, *self.sentinel_ids]
+
+    def _id_bytes(self, i):
+        return bytes([i]) if 0 <= i < 256 else None
+
+    def encode(self, s):
+        return list(s.encode("utf-8"))
+
+
+# the bins are np.uint16: a vocabulary past 65536 would wrap silently
+assert max(GPT2Tokenizer.vocab_size, ByteTokenizer.vocab_size) <= 2**16
+
+
+def get_tokenizer(name: str) -> Tokenizer:
+    """'gpt2' or 'byte'. ValueError (one line, with the closest valid name) for anything else."""
+    if name == "gpt2":
+        return GPT2Tokenizer()
+    if name == "byte":
+        return ByteTokenizer()
+    close = difflib.get_close_matches(str(name), NAMES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown tokenizer {name!r}{hint}; valid: {', '.join(NAMES)}")
