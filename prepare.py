@@ -151,13 +151,65 @@ def encode_stories(tok, stories: list[str]) -> np.ndarray:
     return np.concatenate([np.array(ids + [tok.eot_id], np.uint16) for ids in tok.encode_batch(stories)])
 
 
+def _encode_job(tok, stories):
+    """-> (ids, UTF-8 bytes of the stripped story text, separators excluded), run in a worker thread."""
+    ids = encode_stories(tok, stories)
+    return ids, len(ids) - len(stories) if tok.name == "byte" else sum(len(s.encode("utf-8")) for s in stories)
+
+
+def iter_chunks(splits: dict, pattern, carve: bool, stats: dict):
+    """Yield (split, stories): empty stories dropped (counted in stats), --filter applied, val carved if asked:
+    kept train story number k (from 0) goes to val when k % VAL_EVERY == VAL_EVERY - 1."""
+    k0 = 0
+    for split, readers in splits.items():
+        for stories in (chunk for r in readers for chunk in r):
+            stats["empty_stories"] += sum(1 for s in stories if not s)
+            stories = [s for s in stories if s and (pattern is None or pattern.search(s))]
+            if not carve:
+                yield split, stories
+                continue
+            is_val = [(k0 + k) % VAL_EVERY == VAL_EVERY - 1 for k in range(len(stories))]
+            k0 += len(stories)
+            yield "train", [s for s, v in zip(stories, is_val) if not v]
+            yield "val", [s for s, v in zip(stories, is_val) if v]
+
+
+def write_bins(tok, chunks, files: dict, counts: dict, pbar):
+    """Encode (split, stories) chunks on worker threads and append them in order to files[split]."""
+    n_threads, t0 = min(8, os.cpu_count() or 1), time.time()
+    # threads, not processes: tiktoken and numpy release the GIL, and no text gets pickled. A separate writer
+    # thread because page-cache writes cost about as much as byte encoding here
+    with ThreadPoolExecutor(n_threads) as pool, ThreadPoolExecutor(1) as writer:
+        pending, writes = deque(), deque()
+
+        def drain(limit):
+            while len(pending) > limit:
+                split, n, fut = pending.popleft()
+                ids, nbytes = fut.result()
+                # straight to the open file, in order (1 writer thread): no per-story Python lists of ints
+                writes.append(writer.submit(ids.tofile, files[split]))
+                while len(writes) > (limit and 2):  # limit 0: flush everything
+                    writes.popleft().result()
+                for key, v in (("stories", n), ("tokens", len(ids)), ("bytes", nbytes)):
+                    counts[split][key] += v
+                n_done = sum(c["stories"] for c in counts.values())
+                pbar.set_postfix_str(f"{n_done / max(time.time() - t0, 1e-9):,.0f} stories/s", refresh=False)
+                pbar.update(nbytes)
+
+        for split, stories in chunks:
+            if stories:
+                pending.append((split, len(stories), pool.submit(_encode_job, tok, stories)))
+            drain(n_threads + 1)  # a few chunks in flight: all cores busy, memory flat
+        drain(0)
+
+
 def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str = "gpt2", out_dir: str = "data",
             filter: str | None = None, force: bool = False, quiet: bool = False) -> dict:
-    """Build data/<name>/<tokenizer>/{train,val}.bin + meta.json; returns the meta dict.
-    SystemExit with a one-line message on bad input (nothing final is written then)."""
+    """Build <out_dir>/<name>/<tokenizer>/{train,val}.bin + meta.json; returns the meta dict.
+    SystemExit with a one-line message on bad input; no final file is written then, nor on any exception."""
     try:
         tok = get_tokenizer(tokenizer)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:  # unknown name, or the GPT-2 BPE files are unreachable
         raise SystemExit(str(e))
     try:
         pattern = re.compile(filter) if filter else None
@@ -176,72 +228,31 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
             return old
     out.mkdir(parents=True, exist_ok=True)
     meta_path.unlink(missing_ok=True)  # the old meta would vouch for bins that are about to be replaced
-    _replaced[0], n_empty, kept_k = 0, 0, 0
-    counts = {s: {"stories": 0, "tokens": 0, "bytes": 0} for s in ("train", "val")}
+    _replaced[0] = 0
+    stats, counts = {"empty_stories": 0}, {s: {"stories": 0, "tokens": 0, "bytes": 0} for s in ("train", "val")}
     tmp = {s: out / f"{s}.bin.tmp" for s in counts}
-    files = {s: open(tmp[s], "wb") for s in counts}
-    jobs = [("train", r) for r in splits["train"]] + [("val", r) for r in splits["val"]]
-    pbar = tqdm(unit="B", unit_scale=True, unit_divisor=1000, desc=f"{name}/{tok.name}", disable=quiet)
-    n_threads = min(8, os.cpu_count() or 1)
     t0 = time.time()
     try:
-        # tiktoken releases the GIL, so threads encode in parallel (no pickling of text as with processes)
-        # a separate writer thread: tofile releases the GIL, and page-cache writes cost as much as byte encoding
-        with ThreadPoolExecutor(n_threads) as pool, ThreadPoolExecutor(1) as writer:
-            pending, writes = deque(), deque()
-
-            def drain(limit):
-                while len(pending) > limit:
-                    split, n, nbytes, fut = pending.popleft()
-                    ids = fut.result()
-                    # straight to the open file, in order (1 writer thread): no per-story Python lists of ints
-                    writes.append(writer.submit(ids.tofile, files[split]))
-                    while len(writes) > (limit and 2):  # limit 0: flush everything
-                        writes.popleft().result()
-                    c = counts[split]
-                    for k, v in (("stories", n), ("tokens", len(ids)), ("bytes", nbytes)):
-                        c[k] += v
-                    n_done = sum(c["stories"] for c in counts.values())
-                    pbar.set_postfix_str(f"{n_done / max(time.time() - t0, 1e-9):,.0f} stories/s", refresh=False)
-                    pbar.update(nbytes)
-
-            for split, reader in jobs:
-                for stories in reader:
-                    n_empty += sum(1 for s in stories if not s)
-                    stories = [s for s in stories if s and (pattern is None or pattern.search(s))]
-                    parts = {split: stories}
-                    if carve:  # global story index k: k % VAL_EVERY == VAL_EVERY - 1 goes to val
-                        ks = range(kept_k, kept_k + len(stories))
-                        parts = {"train": [s for k, s in zip(ks, stories) if k % VAL_EVERY != VAL_EVERY - 1],
-                                 "val": [s for k, s in zip(ks, stories) if k % VAL_EVERY == VAL_EVERY - 1]}
-                        kept_k += len(stories)
-                    for sp, ss in parts.items():
-                        if ss:  # bytes: UTF-8 of the stripped story text, no separators
-                            nbytes = sum(len(s.encode("utf-8")) for s in ss)
-                            pending.append((sp, len(ss), nbytes, pool.submit(encode_stories, tok, ss)))
-                    drain(n_threads + 1)  # a few chunks in flight: all cores busy, memory flat
-            drain(0)
+        with open(tmp["train"], "wb") as ftrain, open(tmp["val"], "wb") as fval, \
+                tqdm(unit="B", unit_scale=True, unit_divisor=1000, desc=f"{name}/{tok.name}", disable=quiet) as pbar:
+            write_bins(tok, iter_chunks(splits, pattern, carve, stats), {"train": ftrain, "val": fval}, counts, pbar)
         for s, c in counts.items():
             if c["stories"] == 0:
                 raise SystemExit(f"no stories for the {s} split in {source or HF_NAME}"
                                  + (f" matching --filter={filter!r}" if filter else ""))
     except BaseException:  # incl. Ctrl-C: leave no partial bins behind
-        for s in counts:
-            files[s].close()
-            tmp[s].unlink(missing_ok=True)
+        for t in tmp.values():
+            t.unlink(missing_ok=True)
         raise
-    finally:
-        pbar.close()
     for s in counts:
-        files[s].close()
         os.replace(tmp[s], out / f"{s}.bin")
-    if n_empty:
-        print(f"warning: skipped {n_empty} empty stories")
+    if stats["empty_stories"]:
+        print(f"warning: skipped {stats['empty_stories']} empty stories")
     if _replaced[0]:
         print(f"warning: {_replaced[0]} invalid UTF-8 sequences replaced with U+FFFD")
     meta = {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "pad_id": tok.pad_id,
             "sentinel_ids": [tok.sentinel_ids.start, tok.sentinel_ids.stop], "dtype": "uint16",
-            "splits": counts, "source": src, "replaced_bytes": _replaced[0], "empty_stories": n_empty}
+            "splits": counts, "source": src, "replaced_bytes": _replaced[0], **stats}
     with open(meta_path.with_suffix(".json.tmp"), "w") as f:
         json.dump(meta, f, indent=2)
     os.replace(meta_path.with_suffix(".json.tmp"), meta_path)  # last: its presence marks a complete build
@@ -249,13 +260,13 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
         el = time.time() - t0
         for s, c in counts.items():
             print(f"{out}/{s}.bin: {c['stories']:,} stories, {c['tokens']:,} tokens, {c['bytes']:,} bytes")
-        print(f"{el:.1f}s: {sum(c['tokens'] for c in counts.values()) / el / 1e6:.2f}M tokens/s")
+        print(f"{el:.1f}s, {sum(c['tokens'] for c in counts.values()) / el / 1e6:.2f}M tokens/s")
     return meta
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", default=None, help="release .txt/.txt.gz, parquet/jsonl, or a folder (default: HF hub)")
+    ap.add_argument("--source", default=None, help="release .txt/.txt.gz, parquet/jsonl, or a folder; default: HF hub")
     ap.add_argument("--name", default=None, help="output folder under --out_dir (default: tinystories)")
     ap.add_argument("--tokenizer", default="all", help=f"{' | '.join(NAMES)} | all")
     ap.add_argument("--out_dir", default="data")

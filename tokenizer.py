@@ -26,7 +26,11 @@ N_SENTINELS = 100  # ByT5 uses 100 sentinel ids too; plenty for span corruption 
 def _tiktoken_gpt2():
     # cached: building the Encoding parses the 50k-merge BPE file (~0.3 s), and every caller would pay it again
     import tiktoken
-    return tiktoken.get_encoding("gpt2")
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # offline, tiktoken tries to download the BPE files and fails deep inside requests
+        raise RuntimeError(f"could not load the GPT-2 BPE ({type(e).__name__}); offline? set TIKTOKEN_CACHE_DIR to "
+                           "a folder holding tiktoken's cached gpt2 files, e.g. ../shared/tiktoken_cache") from None
 
 
 class Tokenizer:
