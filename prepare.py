@@ -139,7 +139,7 @@ def encode_stories(tok, stories: list[str]) -> np.ndarray:
     """uint16 ids of stories, each followed by tok.eot_id; identical to per-story tok.encode(s) + [eot_id]."""
     if tok.name == "byte":
         bs = [s.encode("utf-8") for s in stories]
-        ids = np.frombuffer(b"\0".join(bs) + b"\0", np.uint8).astype(np.uint16)
+        ids = np.frombuffer(b"\0".join(bs + [b""]), np.uint8).astype(np.uint16)  # [b""]: a trailing "\0" too
         ids[np.cumsum([len(b) + 1 for b in bs]) - 1] = tok.eot_id  # each "\0" placeholder becomes EOT
         return ids
     text = EOT.join(stories) + EOT
