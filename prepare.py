@@ -85,6 +85,7 @@ def read_table(path: Path | None, split: str = "train", batch: int = 4096):
     """Yield lists of stripped stories from a local parquet/json(l) file, or from the HF hub if path is None."""
     import datasets
     if path is None:
+        # streaming: rows arrive in batches, nothing is cached to disk first. NOTE: --tokenizer=all streams twice
         ds = datasets.load_dataset(HF_NAME, split=split, streaming=True)
     else:
         ds = datasets.load_dataset(TABLE_KINDS[path.suffix], data_files=str(path), split="train", streaming=True)
@@ -118,17 +119,19 @@ def find_sources(source: str | None) -> tuple[dict, dict]:
     p = Path(source)
     if not p.exists():
         raise SystemExit(f"--source={source}: no such file or directory")
+    # files we can read; anything else in the folder (README.md, checksums) is ignored
     ok = lambda f: f.is_file() and (f.name.endswith((".txt", ".txt.gz")) or f.suffix in TABLE_KINDS)
     files = [f for f in sorted(p.iterdir()) if ok(f)] if p.is_dir() else [p] if ok(p) else []
     if not files or all(f.stat().st_size == 0 for f in files):
         raise SystemExit(f"--source={source}: no non-empty .txt, .txt.gz, .parquet, .jsonl or .json files")
     splits = {"train": [], "val": []}
     for f in files:
-        words = set(re.split(r"[^a-z]+", f.name.lower()))
+        words = set(re.split(r"[^a-z]+", f.name.lower()))  # whole words: "interval.txt" is not a val file
         reader = read_release(f) if f.name.endswith((".txt", ".txt.gz")) else read_table(f)
         splits["val" if words & {"valid", "val", "validation"} else "train"].append(reader)
     if not splits["train"]:
         raise SystemExit(f"--source={source}: only val files found; need a train file too")
+    # the fingerprint: a rerun with identical bytes (and filter, tokenizer) is a no-op
     st = [(f, f.stat()) for f in files]
     return splits, {"name": str(p), "files": [{"path": str(f), "size": s.st_size,
                                                "sha256": _sha256(str(f.resolve()), s.st_size, s.st_mtime)}
@@ -163,7 +166,7 @@ def iter_chunks(splits: dict, pattern, carve: bool, stats: dict):
     k0 = 0
     for split, readers in splits.items():
         for stories in (chunk for r in readers for chunk in r):
-            stats["empty_stories"] += sum(1 for s in stories if not s)
+            stats["empty_stories"] += sum(1 for s in stories if not s)  # "" after strip(): no text to learn from
             stories = [s for s in stories if s and (pattern is None or pattern.search(s))]
             if not carve:
                 yield split, stories
@@ -222,6 +225,7 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
     meta_path = out / "meta.json"
     if meta_path.exists() and not force:
         old = json.loads(meta_path.read_text())
+        # paths are left out: the same files reached through another relative path are still the same data
         same = lambda s: ([(f["size"], f["sha256"]) for f in s["files"]], s.get("filter"), s.get("val_from"))
         if old.get("tokenizer") == tok.name and same(old["source"]) == same(src):
             print(f"{out}: already built from this source, nothing to do (--force rebuilds)")
@@ -244,7 +248,7 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
         for t in tmp.values():
             t.unlink(missing_ok=True)
         raise
-    for s in counts:
+    for s in counts:  # atomic per file; a reader with the old bin memmapped keeps its (old) inode
         os.replace(tmp[s], out / f"{s}.bin")
     if stats["empty_stories"]:
         print(f"warning: skipped {stats['empty_stories']} empty stories")
