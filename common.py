@@ -1,0 +1,188 @@
+"""
+Plumbing shared by train.py, sample.py, lora.py and bench.py, written once: the exec-style config override,
+the checkpoint format (save and load), and the device / dtype / autocast choice.
+"""
+import ast
+import ctypes
+import difflib
+import os
+import subprocess
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import torch
+
+from model import GPT, GPTConfig
+
+# ---------------------------------------------------------------------------------------------------------------------
+# config: `python train.py config/x.py --batch_size=32`
+
+
+def configure(defaults: dict, argv: list) -> dict:
+    """nanoGPT's configurator as a function. argv holds config files (plain Python assignments, run in a scratch
+    namespace, in order) and --key=value overrides (value parsed with ast.literal_eval, else kept as a string).
+    Returns a copy of defaults with the overrides applied. Every key must already be in defaults; a value must have
+    the default's type, except that an int is accepted for a float and a key whose default is None takes anything.
+    Raises SystemExit with one line naming the key (and the closest valid names) on any bad key or value."""
+    config = dict(defaults)
+
+    def assign(key, value, where):
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(defaults))}"
+            raise SystemExit(f"config error: unknown key '{key}' ({where}){hint}")
+        default = defaults[key]
+        if isinstance(default, float) and type(value) is int:
+            value = float(value)
+        if default is not None and type(value) is not type(default):
+            raise SystemExit(f"config error: '{key}' ({where}) must be {type(default).__name__} like its default "
+                             f"{default!r}, got {value!r} ({type(value).__name__})")
+        config[key] = value
+
+    for arg in argv:
+        if not arg.startswith("--"):  # a config file
+            if not os.path.exists(arg):
+                raise SystemExit(f"config error: no config file '{arg}' (see config/ for the shipped ones)")
+            scope = {}
+            exec(compile(open(arg).read(), arg, "exec"), scope)
+            for key, value in scope.items():
+                if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
+                    assign(key, value, arg)
+        else:
+            key, eq, text = arg[2:].partition("=")
+            if not eq:
+                raise SystemExit(f"config error: '{arg}' must be --key=value")
+            try:
+                value = ast.literal_eval(text)
+            except (SyntaxError, ValueError):
+                value = text  # a bare word such as --device=cuda is a string
+            assign(key, value, "command line")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# checkpoints: one format for train.py (writes), sample.py and lora.py (read)
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def save_checkpoint(path, model, tokenizer: str, config: dict, optimizer=None, iter_num=0, best_val_loss=None,
+                    state=None, extra=None):
+    """Write the unwrapped, uncompiled model (no '_orig_mod.' keys: pass the raw model, not the compiled or DDP one)
+    with plain-data metadata, to path + '.tmp' then renamed: a crash never leaves a half-written checkpoint.
+    state: the tensors to store instead of the whole state dict (LoRA adapters); extra: more plain-data entries."""
+    assert not hasattr(model, "_orig_mod") and not hasattr(model, "module"), "save the raw model, not the wrapper"
+    ckpt = {"model": model.state_dict() if state is None else state, "model_args": asdict(model.config), "tokenizer": tokenizer,
+            "config": config, "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "iter_num": iter_num, "best_val_loss": best_val_loss, "git_commit": git_commit(), **(extra or {})}
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    torch.save(ckpt, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def read_checkpoint(path, device="cpu") -> dict:
+    """The checkpoint dict at path, loaded with weights_only=True (plain data and tensors only).
+    Raises SystemExit naming the train command that writes one when path is missing."""
+    if not os.path.exists(path):
+        raise SystemExit(f"no checkpoint at {path}: train one first, e.g. `python train.py config/tinystories_cpu.py "
+                         f"--out_dir={os.path.dirname(path) or '.'}`")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def load_model(path, device="cpu"):
+    """(model, ckpt): a GPT built from the checkpoint's model_args with its weights, on device, in eval mode."""
+    ckpt = read_checkpoint(path, device)
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# device and precision
+
+
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning every large block to the OS.
+    PyTorch's CPU allocator calls malloc directly; by default each block over 32 MB (a step's logits, its
+    activations) is a fresh mmap whose pages the kernel zero-fills on first touch, again on every step. Measured on
+    this repo's 2-core CPU (a VM, where page faults are dear): the 33M model's training step goes from ~900 to
+    ~2,000 tokens/s, system time from ~45% to ~15%. No effect (and no error) off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # from glibc's malloc.h
+    libc.mallopt(M_MMAP_THRESHOLD, 2**31 - 1)  # serve large blocks from the heap, not one mmap each...
+    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # ...and keep the heap's free top instead of trimming it
+    libc.mallopt(M_TOP_PAD, 2**28)             # grow the heap in 256 MB steps
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU does bf16 matmuls natively (AVX512-BF16 or AMX), so bf16 autocast is a speed-up there."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> the first of cuda, mps, cpu that this machine has; anything else is returned as given."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """'auto' -> what the device runs fastest: bf16 on CUDA GPUs that support it (else fp16), bf16 on CPUs with
+    native bf16, float32 elsewhere. Raises SystemExit on an unknown name."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        else:
+            dtype = "bfloat16" if device == "cpu" and cpu_has_bf16() else "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise SystemExit(f"config error: dtype must be auto, float32, bfloat16 or float16, got '{dtype}'")
+    return dtype
+
+
+def autocast(device: str, dtype: str):
+    """Mixed-precision context: weights stay fp32, matmuls run in dtype. Unlike nanoGPT, also on the CPU, where
+    bf16 autocast is a real speed-up on CPUs with native bf16."""
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, dtype))
+
+
+# dense bf16/fp16 tensor-core peaks from the vendors' data sheets, in FLOP/s; GPUs not listed are measured
+GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+                  "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def measure_peak_flops(device: str, dtype: str) -> float:
+    """Peak matmul FLOP/s of this device in dtype, for MFU: the data-sheet figure for known GPUs, otherwise measured
+    with 4096 x 4096 matmuls (on this repo's 2-core CPU: ~0.85 TFLOP/s in bf16, ~0.2 in fp32)."""
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS.items():
+            if key in name and dtype != "float32":
+                return flops
+    n = 4096 if not device.startswith("cpu") else 2048
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    a @ a  # warm-up: the first call pays for kernel selection
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    t0, reps = time.perf_counter(), 5
+    for _ in range(reps):
+        a @ a
+    sync()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t0)

@@ -1,0 +1,341 @@
+"""
+One transformer for nanostories: a decoder-only GPT, or a byte-level encoder-decoder in the style of ByT5.
+
+Every choice is a field of GPTConfig, decided once in __init__ (a disabled feature creates no parameters):
+  positions     learned absolute `wpe` (GPT-2) or rotary embeddings, RoPE (Su et al. 2021, arXiv 2104.09864)
+  tie_weights   lm_head.weight is wte.weight (Press & Wolf 2017, arXiv 1608.05859)
+  norm          LayerNorm with optional bias (GPT-2) or RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467)
+  mlp           GELU 4x (GPT-2), or gated SwiGLU / GEGLU (Shazeer 2020, arXiv 2002.05202; LLaMA's hidden size)
+  arch          "decoder" (GPT-2) or "encoder_decoder" (T5 / ByT5, Xue et al. 2021, arXiv 2105.13626): an encoder
+                stack of the same Block with bidirectional attention, decoder blocks that add cross-attention
+References: GPT-2 (Radford et al. 2019), nanoGPT (github.com/karpathy/nanoGPT), PaLM appendix B for the FLOP count
+(Chowdhery et al. 2022, arXiv 2204.02311). Shapes: B batch, T decoder time, S encoder time, C n_embd, nh heads,
+hs head size, V vocab. Units: losses are in nats per predicted token.
+"""
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256        # longest sequence in tokens, per stack (decoder; encoder too in encoder_decoder)
+    vocab_size: int = 50257      # the tokenizer's ids; embeddings are padded to a multiple of 64 (see padded_vocab)
+    n_layer: int = 6             # decoder layers
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0         # on embeddings, attention weights and residual branches; 0.0 for inference
+    bias: bool = True            # biases in Linear and LayerNorm layers (GPT-2: True; LLaMA: False)
+    rope: bool = False           # rotary position embeddings instead of the learned wpe table
+    rope_theta: float = 10000.0  # RoPE base wavelength (the paper's 10000)
+    tie_weights: bool = True     # share wte and lm_head (saves V*C parameters)
+    norm: str = "layernorm"      # "layernorm" | "rmsnorm"
+    mlp: str = "gelu"            # "gelu" (4*C hidden) | "swiglu" | "geglu" (gated, 8/3*C hidden rounded to 64)
+    mlp_hidden: int = 0          # MLP hidden width; 0 = the default of the chosen mlp
+    arch: str = "decoder"        # "decoder" | "encoder_decoder"
+    n_enc_layer: int = 0         # encoder layers (encoder_decoder only; ByT5 uses 3x the decoder depth)
+    pad_id: int = -1             # encoder inputs equal to this id are masked out (encoder_decoder; -1 = none)
+    grad_checkpoint: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
+
+    def __post_init__(self):
+        assert self.norm in ("layernorm", "rmsnorm"), f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}"
+        assert self.mlp in ("gelu", "swiglu", "geglu"), f"mlp must be gelu/swiglu/geglu, got {self.mlp!r}"
+        assert self.arch in ("decoder", "encoder_decoder"), f"arch must be decoder/encoder_decoder, got {self.arch!r}"
+        assert self.arch == "decoder" or self.n_enc_layer > 0, "encoder_decoder needs n_enc_layer > 0"
+        assert self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
+        assert not self.rope or (self.n_embd // self.n_head) % 2 == 0, "RoPE needs an even head size"
+
+    @property
+    def padded_vocab(self) -> int:
+        # 50257 -> 50304: matmuls over a multiple of 64 run faster on GPUs; the extra logits are cut off in forward
+        return (self.vocab_size + 63) // 64 * 64
+
+
+def make_norm(config):
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=1e-6)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+def rope_cache(config):
+    """cos, sin tables of shape (block_size, hs/2) for rotary embeddings (Su et al. 2021, section 3.4.2)."""
+    hs = config.n_embd // config.n_head
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hs, 2).float() / hs))  # (hs/2,)
+    angles = torch.outer(torch.arange(config.block_size).float(), inv_freq)        # (block_size, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate (B, nh, T, hs) queries or keys by their positions; cos, sin: (T, hs/2). GPT-NeoX half-split layout."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # each (B, nh, T, hs/2); rotate in fp32, then back to x's dtype
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention through F.scaled_dot_product_attention, with two switches:
+    causal (decoder self-attention) and cross (queries from x, keys/values from the encoder output)."""
+
+    def __init__(self, config, causal: bool, cross: bool = False):
+        super().__init__()
+        self.n_head, self.causal, self.cross, self.dropout = config.n_head, causal, cross, config.dropout
+        C = config.n_embd
+        if cross:
+            self.c_q = nn.Linear(C, C, bias=config.bias)
+            self.c_kv = nn.Linear(C, 2 * C, bias=config.bias)
+        else:
+            self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)  # q, k, v fused in one matmul
+        self.c_proj = nn.Linear(C, C, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, rope=None, mem=None, mem_mask=None, cache=None, pos=0):
+        """x (B, T, C) -> (B, T, C). rope: (cos, sin) of this call's positions; mem (B, S, C) the encoder output and
+        mem_mask (B, 1, 1, S) True where a key may be attended (cross-attention; also the encoder's self-attention
+        mask). cache: this layer's dict of keys/values for generate; pos: absolute position of x[:, 0]."""
+        B, T, C = x.size()
+        heads = lambda t: t.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, L, C) -> (B, nh, L, hs)
+        if self.cross:
+            q = heads(self.c_q(x))
+            if cache is not None and "k" in cache:  # the encoder output does not change while decoding
+                k, v = cache["k"], cache["v"]
+            else:
+                k, v = map(heads, self.c_kv(mem).split(C, dim=2))
+                if cache is not None:
+                    cache["k"], cache["v"] = k, v
+        else:
+            q, k, v = map(heads, self.c_attn(x).split(C, dim=2))
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            if cache is not None:  # write this call's keys/values at pos.., attend over everything cached so far
+                assert pos == 0 or T == 1, "the KV cache takes a prompt at pos 0, then one token per step"
+                if "k" not in cache:
+                    cache["k"] = k.new_zeros(B, self.n_head, cache["size"], C // self.n_head)
+                    cache["v"] = torch.zeros_like(cache["k"])
+                cache["k"][:, :, pos:pos + T], cache["v"][:, :, pos:pos + T] = k, v
+                k, v = cache["k"][:, :, :pos + T], cache["v"][:, :, :pos + T]
+        # a single new token may see every cached key, so the causal mask is only needed when T > 1
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mem_mask, is_causal=self.causal and T > 1,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """GELU 4x (GPT-2) or a gated unit: SwiGLU uses SiLU, GEGLU GELU, on one of two halves of c_fc."""
+
+    def __init__(self, config):
+        super().__init__()
+        gated = config.mlp != "gelu"
+        # LLaMA keeps the gated MLP's parameter count at 4x by using 2/3 of 4*C, rounded up to a multiple of 64
+        hidden = config.mlp_hidden or (4 * config.n_embd if not gated else (8 * config.n_embd // 3 + 63) // 64 * 64)
+        self.act = {"gelu": F.gelu, "swiglu": F.silu, "geglu": F.gelu}[config.mlp]
+        self.gated = gated
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if gated else hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        h = self.c_fc(x)                        # (B, T, hidden) or (B, T, 2*hidden) when gated
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            h = self.act(gate) * up
+        else:
+            h = self.act(h)
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block. causal=False gives an encoder block; cross=True adds cross-attention to the
+    encoder output between self-attention and the MLP (a decoder block of the encoder-decoder)."""
+
+    def __init__(self, config, causal: bool = True, cross: bool = False):
+        super().__init__()
+        self.ln_1, self.attn = make_norm(config), Attention(config, causal=causal)
+        if cross:
+            self.ln_x, self.xattn = make_norm(config), Attention(config, causal=False, cross=True)
+        self.ln_2, self.mlp = make_norm(config), MLP(config)
+
+    def forward(self, x, rope=None, mem=None, mem_mask=None, cache=None, pos=0):
+        # encoder blocks mask the padding keys of their own input; decoder self-attention is causal instead
+        self_mask = None if self.attn.causal else mem_mask
+        x = x + self.attn(self.ln_1(x), rope, None, self_mask, cache["self"] if cache else None, pos)
+        if hasattr(self, "xattn"):
+            x = x + self.xattn(self.ln_x(x), None, mem, mem_mask, cache["cross"] if cache else None)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """The language model. Decoder: forward(idx, targets) as in GPT-2. Encoder-decoder: forward(idx, targets, src)
+    with src the encoder's input and idx the decoder's input (targets shifted by one, as in T5)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        enc_dec = config.arch == "encoder_decoder"
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.padded_vocab, config.n_embd),  # shared by encoder and decoder, as in T5
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, causal=True, cross=enc_dec) for _ in range(config.n_layer)]),
+            ln_f=make_norm(config),
+        ))
+        if config.rope:  # rotations are computed, not learned: a buffer, left out of the state dict
+            cos, sin = rope_cache(config)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
+        if enc_dec:
+            self.transformer.enc_h = nn.ModuleList([Block(config, causal=False) for _ in range(config.n_enc_layer)])
+            self.transformer.enc_ln_f = make_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
+        if config.tie_weights:
+            self.transformer.wte.weight = self.lm_head.weight  # one tensor, two names
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of the projections into the residual stream by 1/sqrt(2 * number of layers),
+        # as each layer adds two of them to the stream
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * (config.n_layer + config.n_enc_layer)))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def _embed(self, idx, pos=0):
+        """idx (B, T) ids at positions pos..pos+T-1 -> embeddings (B, T, C) and the RoPE tables (or None)."""
+        T = idx.size(1)
+        assert pos + T <= self.config.block_size, f"{pos + T} tokens exceed block_size={self.config.block_size}"
+        x, rope = self.transformer.wte(idx), None
+        if self.config.rope:
+            rope = (self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T])
+        else:
+            x = x + self.transformer.wpe(torch.arange(pos, pos + T, device=idx.device))
+        return self.transformer.drop(x), rope
+
+    def _run(self, blocks, x, rope, mem=None, mem_mask=None, cache=None, pos=0):
+        for i, block in enumerate(blocks):
+            if self.config.grad_checkpoint and self.training:  # keep only block inputs; recompute the rest
+                x = checkpoint(block, x, rope, mem, mem_mask, use_reentrant=False)
+            else:
+                x = block(x, rope, mem, mem_mask, cache["layers"][i] if cache else None, pos)
+        return x
+
+    def encode(self, src):
+        """Encoder of arch=encoder_decoder: src (B, S) ids -> states (B, S, C) and the key mask (B, 1, 1, S), True
+        where src is not pad_id (None when nothing is padded, so attention keeps its fastest kernel)."""
+        mask = (src != self.config.pad_id)[:, None, None, :]
+        mask = None if bool(mask.all()) else mask
+        x, rope = self._embed(src)
+        return self.transformer.enc_ln_f(self._run(self.transformer.enc_h, x, rope, None, mask)), mask
+
+    def forward(self, idx, targets=None, src=None, cache=None):
+        """idx (B, T) ids -> (logits (B, T, vocab_size), loss). loss: mean cross-entropy in nats per target over the
+        targets (B, T) that are not -1 (objectives mark positions to skip, e.g. padding, with -1); None without
+        targets. src (B, S): the encoder's input, required by arch=encoder_decoder and refused otherwise.
+        cache (from new_cache): decoding state for generate; a prompt at position 0, then one token per call."""
+        assert (src is not None) == (self.config.arch == "encoder_decoder"), "pass src exactly when encoder_decoder"
+        pos = cache["pos"] if cache else 0
+        mem = mem_mask = None
+        if src is not None:
+            if cache and "mem" in cache:
+                mem, mem_mask = cache["mem"]
+            else:
+                mem, mem_mask = self.encode(src)
+                if cache:
+                    cache["mem"] = (mem, mem_mask)
+        x, rope = self._embed(idx, pos)
+        x = self.transformer.ln_f(self._run(self.transformer.h, x, rope, mem, mem_mask, cache, pos))
+        if cache:
+            cache["pos"] = pos + idx.size(1)
+        logits = self.lm_head(x)[..., :self.config.vocab_size]  # (B, T, V): padded ids are never scored or sampled
+        loss = None
+        if targets is not None:  # in fp32: a log-softmax over 50k logits in bf16 loses ~2 decimal digits
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    def new_cache(self):
+        """An empty decoding state for forward(..., cache=): per layer the self-attention keys/values (allocated on
+        first use as (B, nh, block_size, hs)) and the cross-attention keys/values (computed once)."""
+        layers = [{"self": {"size": self.config.block_size}, "cross": {}} for _ in self.transformer.h]
+        return {"pos": 0, "layers": layers}
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_ids=(), banned_ids=(),
+                 src=None, use_cache=True):
+        """Sample max_new_tokens after idx (B, T) -> (B, T + n) ids, n <= max_new_tokens: it ends early once every
+        row has produced one of stop_ids (a row that stopped repeats its stop id). temperature 0 (or top_k=1) is
+        greedy; top_p keeps the smallest set of ids whose probability sums to top_p (nucleus sampling, Holtzman et
+        al. 2019). banned_ids are never produced. src (B, S): the encoder input of an encoder-decoder.
+        With use_cache the prompt runs once and each step feeds one token, reusing the keys/values of the earlier
+        ones. When the window would pass block_size it slides by half: the newest block_size//2 tokens are run again
+        as a fresh prompt. The uncached path (use_cache=False) uses the same windows, so greedy outputs agree."""
+        bs = self.config.block_size
+        start = max(0, idx.size(1) - bs)  # the window is idx[:, start:]
+        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        stop = torch.tensor(list(stop_ids), dtype=idx.dtype, device=idx.device)
+        cache = None
+        for _ in range(max_new_tokens):
+            if idx.size(1) - start > bs:
+                start, cache = idx.size(1) - bs // 2, None
+            if not use_cache:
+                logits, _ = self(idx[:, start:], src=src)
+            elif cache is None:
+                cache = self.new_cache()
+                logits, _ = self(idx[:, start:], src=src, cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], src=src, cache=cache)
+            logits = logits[:, -1, :].float()  # (B, V)
+            if len(banned_ids):
+                logits[:, list(banned_ids)] = -float("inf")
+            if temperature == 0 or top_k == 1:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                probs = F.softmax(logits, dim=-1)
+                if top_p is not None and top_p < 1.0:
+                    p_sorted, order = probs.sort(dim=-1, descending=True)
+                    drop = p_sorted.cumsum(-1) - p_sorted > top_p  # mass before this id already reaches top_p
+                    probs = probs.scatter(1, order, p_sorted.masked_fill(drop, 0.0))
+                idx_next = torch.multinomial(probs, num_samples=1)  # (B, 1)
+            if len(stop):
+                idx_next = torch.where(stopped[:, None], idx[:, -1:], idx_next)
+                stopped |= torch.isin(idx_next[:, 0], stop)
+            idx = torch.cat((idx, idx_next), dim=1)
+            if len(stop) and bool(stopped.all()):
+                break
+        return idx
+
+    def num_params(self, non_embedding=True) -> int:
+        """Parameter count (tied weights counted once). non_embedding leaves out the position table wpe, and the
+        token table wte when it is not tied to lm_head, since lookups cost no FLOPs (nanoGPT's convention)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and not self.config.rope:
+            n -= self.transformer.wpe.weight.numel()
+        if non_embedding and not self.config.tie_weights:
+            n -= self.transformer.wte.weight.numel()
+        return n
+
+    def estimate_flops_per_token(self, T=None) -> float:
+        """Training FLOPs per token (forward + backward) at sequence length T: 6N + 12 * L * C * T, with N the
+        non-embedding parameters and the second term attention's QK^T and AV (PaLM, arXiv 2204.02311, app. B)."""
+        c = self.config
+        T = T or c.block_size
+        return 6 * self.num_params() + 12 * (c.n_layer + c.n_enc_layer) * c.n_embd * T
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW with weight decay on the matrices (>= 2-D: Linear weights, embeddings) and none on biases and norm
+        gains; the fused kernel where this torch offers it for device_type ('cuda', 'cpu', ...)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu")
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
