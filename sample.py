@@ -4,7 +4,8 @@ Write stories with a trained nanostories model (decoder-only or encoder-decoder)
   python sample.py --out_dir=out-tinystories-cpu --start="Once upon a time"
   python sample.py --out_dir=out-tinystories-cpu --start=FILE:prompt.txt --num_samples=3 --temperature=0.8
   python sample.py --out_dir=out-tinystories-cpu --interactive=True           # a prompt loop
-  python sample.py --out_dir=out-lora-dog --lora=out-lora-dog/lora.pt         # base + LoRA adapter
+  python sample.py --out_dir=out-tinystories-cpu --lora=out-lora-dog/lora.pt  # base + LoRA adapter (lora.py)
+  python sample.py --out_dir=out-lora-dog --ckpt_name=merged.pt               # the same, merged by lora.py
 
 The tokenizer is the one named in the checkpoint. Every story starts after an EOT, as in training, and ends at the
 next EOT; special ids (PAD, sentinels) are never produced. An encoder-decoder reads the prompt with its encoder and
@@ -46,7 +47,7 @@ ctx = autocast(device, dtype)
 model, ckpt = load_model(f"{out_dir}/{ckpt_name}", device)
 if lora:
     from lora import load_lora
-    load_lora(model, lora)
+    load_lora(model, lora, ckpt["tokenizer"])
 tok = get_tokenizer(ckpt["tokenizer"])
 enc_dec = model.config.arch == "encoder_decoder"
 banned = [i for i in tok.special_ids if i != tok.eot_id]  # PAD and sentinels: never written

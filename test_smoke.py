@@ -259,3 +259,178 @@ def test_prepare_shared_tinystories(tmp_path):
     tok, ids = get_tokenizer("gpt2"), np.fromfile(tmp_path / "data/ts/gpt2/val.bin", np.uint16)
     stories = [s for c in prep.read_release(src / "valid.txt") for s in c]
     assert split_bin(ids, tok.eot_id) == tok.encode_batch(stories)
+
+
+# ---- LoRA ----
+# lora.py on tiny models: exactness at init, frozen base, merge, adapters-only files, refusals, peft parity, enc-dec,
+# and one end-to-end train.py -> lora.py --merge -> sample.py run. Imports here: sections are appended independently;
+# helper names start with lora_ so that they cannot collide with another section's.
+import copy
+import hashlib
+import subprocess
+import sys
+
+import torch
+
+from common import read_checkpoint, save_checkpoint
+from lora import (LoRALinear, apply_lora, load_lora, lora_state_dict, mark_only_lora_trainable, merge_lora,
+                  theme_share, unmerge_lora)
+from model import GPT, GPTConfig
+
+
+@pytest.fixture
+def lora_threads():
+    """Tiny models on a shared 2-core box: with 2 threads, every op waits at an OpenMP barrier for a busy core
+    (measured: the end-to-end test 36 s -> 17 s while another job trained)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {**os.environ, "OMP_NUM_THREADS": "1"}  # the environment for subprocesses
+    torch.set_num_threads(n)
+
+
+def lora_gpt(seed=0, **kw):
+    torch.manual_seed(seed)
+    args = dict(vocab_size=358, block_size=16, n_layer=2, n_head=2, n_embd=32)  # the byte tokenizer's vocab
+    return GPT(GPTConfig(**{**args, **kw})).eval()
+
+
+def lora_randomize(model, seed=1):
+    """Non-zero B (B = 0 at init would make every comparison trivially exact)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.lora_B.data = torch.randn(m.lora_B.shape, generator=g) * 0.1
+
+
+def test_lora_init_is_base_and_only_adapters_train(lora_threads):
+    model = lora_gpt()
+    x = torch.randint(0, 64, (2, 16))
+    base_logits, base = model(x)[0], {k: v.clone() for k, v in model.state_dict().items()}
+    apply_lora(model, targets=["c_attn", "c_proj", "c_fc"])
+    assert sum(isinstance(m, LoRALinear) for m in model.modules()) == 2 * 4  # c_proj: attention and MLP
+    assert torch.equal(model(x)[0], base_logits)  # B = 0: exactly the base
+    mark_only_lora_trainable(model)
+    opt = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    model.train()
+    for _ in range(3):
+        loss = model(x, targets=x)[1]
+        loss.backward()
+        for name, p in model.named_parameters():
+            assert (p.grad is not None) == ("lora_" in name), name
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in base.items())  # the base's keys, bit-identical
+    assert not torch.allclose(model.eval()(x)[0], base_logits)
+
+
+def test_lora_merge_unmerge(lora_threads):
+    model = apply_lora(lora_gpt(), r=4, alpha=8, targets=["c_attn", "mlp.c_proj"])
+    lora_randomize(model)
+    x = torch.randint(0, 64, (2, 16))
+    weights, logits = {k: v.clone() for k, v in model.state_dict().items()}, model(x)[0]
+    merge_lora(model)
+    assert not torch.equal(model.state_dict()["transformer.h.0.attn.c_attn.weight"], weights[
+        "transformer.h.0.attn.c_attn.weight"]) and torch.equal(model.transformer.h[0].attn.c_proj.weight,
+                                                                weights["transformer.h.0.attn.c_proj.weight"])
+    torch.testing.assert_close(model(x)[0], logits)  # merged == unmerged, up to float rounding
+    merge_lora(model)  # a second merge is a no-op
+    unmerge_lora(model)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, weights[k])
+
+
+def lora_write_adapter(path, model, tokenizer="byte"):
+    lora = {"r": 4, "alpha": 8.0, "dropout": 0.0, "targets": "c_attn,c_fc", "base": "base.pt"}
+    save_checkpoint(str(path), model, tokenizer, {}, state=lora_state_dict(model), extra={"lora": lora})
+
+
+def test_lora_adapter_file_reloads_and_refuses_other_bases(tmp_path, lora_threads):
+    model = apply_lora(lora_gpt(), r=4, alpha=8, dropout=0.0, targets="c_attn,c_fc")
+    lora_randomize(model)
+    lora_write_adapter(tmp_path / "lora.pt", model)
+    ckpt = read_checkpoint(str(tmp_path / "lora.pt"))
+    assert len(ckpt["model"]) == 2 * 2 * 2 and all("lora_" in k for k in ckpt["model"])  # layers x Linears x A,B
+    fresh = lora_gpt()  # the same base (seed), no LoRA yet
+    load_lora(fresh, str(tmp_path / "lora.pt"), "byte")
+    x = torch.randint(0, 64, (2, 16))
+    assert torch.equal(fresh(x)[0], model(x)[0])
+    share, stories = theme_share(fresh, get_tokenizer("byte"), "a", n=3, max_new_tokens=4)
+    assert len(stories) == 3 and 0 <= share <= 1
+    with pytest.raises(SystemExit, match=r"adapter's base has n_embd=32, this model n_embd=64: load it onto"):
+        load_lora(lora_gpt(n_embd=64), str(tmp_path / "lora.pt"))
+    with pytest.raises(SystemExit, match="trained for tokenizer 'byte' but this model uses 'gpt2'"):
+        load_lora(lora_gpt(), str(tmp_path / "lora.pt"), "gpt2")
+    with pytest.raises(SystemExit, match=r"does not fit this model \(.*lora_A: adapter \(4, 32\), model \(2, 32\)"):
+        load_lora(apply_lora(lora_gpt(), r=2, targets="c_attn,c_fc"), str(tmp_path / "lora.pt"))
+    with pytest.raises(SystemExit, match="match no nn.Linear; this model has: c_attn, c_fc, c_proj"):
+        apply_lora(lora_gpt(), targets=["q_proj"])
+    with pytest.raises(SystemExit, match="shares its weight"):
+        apply_lora(lora_gpt(), targets=["lm_head"])  # tied to wte
+
+
+def test_lora_matches_peft(lora_threads):
+    peft = pytest.importorskip("peft")
+    for kw in ({}, {"arch": "encoder_decoder", "n_enc_layer": 1, "pad_id": 0}):
+        base = lora_gpt(**kw)
+        targets = ["c_attn", "c_fc", "c_q", "c_kv"] if kw else ["c_attn", "c_fc"]
+        ref = peft.inject_adapter_in_model(peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                           target_modules=targets), copy.deepcopy(base)).eval()
+        model = apply_lora(base, r=4, alpha=8, targets=targets)
+        lora_randomize(model)
+        for name, m in model.named_modules():
+            if isinstance(m, LoRALinear):  # the same A and B in peft's layer: peft's lora_A is (r, in), B (out, r)
+                ref.get_submodule(name).lora_A["default"].weight.data.copy_(m.lora_A)
+                ref.get_submodule(name).lora_B["default"].weight.data.copy_(m.lora_B)
+        x = torch.randint(1, 64, (2, 16))
+        src = {"src": torch.randint(1, 64, (2, 16))} if kw else {}
+        torch.testing.assert_close(model(x, **src)[0], ref(x, **src)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_lora_encoder_decoder(lora_threads):
+    model = lora_gpt(arch="encoder_decoder", n_enc_layer=2, pad_id=0)
+    src, x = torch.randint(0, 64, (2, 16)), torch.randint(1, 64, (2, 8))
+    src[0, -3:] = 0  # some padding
+    logits = model(x, src=src)[0]
+    apply_lora(model, targets=["c_attn", "c_q", "c_kv"])
+    assert sum(isinstance(m, LoRALinear) for m in model.modules()) == 2 + 2 + 2 + 2  # enc, dec self, dec q, kv
+    assert torch.equal(model(x, src=src)[0], logits)
+    mark_only_lora_trainable(model)
+    model.train()
+    model(x, targets=x, src=src)[1].backward()
+    assert {n.rsplit(".", 2)[-2] for n, p in model.named_parameters() if p.grad is not None} == {"c_attn", "c_q",
+                                                                                                  "c_kv"}
+    lora_randomize(model.eval())
+    unmerged = model(x, src=src)[0]
+    torch.testing.assert_close(merge_lora(model)(x, src=src)[0], unmerged)
+
+
+def test_lora_train_merge_sample_end_to_end(tmp_path, corpus, lora_threads):
+    prep.prepare(str(corpus[0]), "ts", "byte", str(tmp_path / "data"), quiet=True)
+    base = lora_gpt(pad_id=257)
+    save_checkpoint(str(tmp_path / "base/ckpt.pt"), base, "byte", {})
+    sha = lambda: hashlib.sha256((tmp_path / "base/ckpt.pt").read_bytes()).hexdigest()
+    before = sha()
+    run = lambda script, *args: subprocess.run([sys.executable, str(REPO / script), *args], cwd=tmp_path, text=True,
+                                               capture_output=True, timeout=120, env=lora_threads)
+    r = run("train.py", "--init_from=base/ckpt.pt", "--dataset=ts", "--tokenizer=byte", "--out_dir=out-lora",
+            "--lora_r=4", "--lora_targets=c_attn,c_fc", "--max_iters=4", "--eval_interval=2", "--log_interval=1",
+            "--warmup_iters=1", "--batch_size=2", "--block_size=16", "--learning_rate=0.05", "--device=cpu",
+            "--dtype=float32", "--peak_flops=1e12")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"trainable 2,304 \(\d\.\d\d%\)", r.stdout), r.stdout  # 2 layers x 4 x ((32+96) + (32+128))
+    assert sha() == before  # the base is read, never written
+    ckpt = read_checkpoint(str(tmp_path / "out-lora/lora.pt"))
+    assert ckpt["lora"]["base"] == "base/ckpt.pt" and all("lora_" in k for k in ckpt["model"])
+    assert (tmp_path / "out-lora/lora.pt").stat().st_size < (tmp_path / "base/ckpt.pt").stat().st_size / 2
+    assert any(v.abs().sum() > 0 for k, v in ckpt["model"].items() if "lora_B" in k)  # it learned something
+    r = run("lora.py", "--merge=out-lora/lora.pt")
+    assert r.returncode == 0 and (tmp_path / "out-lora/merged.pt").exists(), r.stderr
+    common = ["--temperature=0", "--num_samples=1", "--max_new_tokens=24", "--start=Once", "--device=cpu",
+              "--dtype=float32"]
+    a = run("sample.py", "--out_dir=base", "--lora=out-lora/lora.pt", *common)
+    b = run("sample.py", "--out_dir=out-lora", "--ckpt_name=merged.pt", *common)
+    c = run("sample.py", "--out_dir=base", *common)
+    assert a.returncode == b.returncode == c.returncode == 0, a.stderr + b.stderr + c.stderr
+    story = lambda r: r.stdout.split("\n", 1)[1].rsplit("---------------", 1)[0]  # minus the load and speed lines
+    assert story(a) == story(b) != story(c)

@@ -135,6 +135,8 @@ if init_from == "scratch":
                              pad_id=-1 if tok.pad_id is None else tok.pad_id)
 else:
     ckpt = read_checkpoint(os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from, device)
+    if "lora" in ckpt:  # adapters only: no model to start from
+        raise SystemExit(f"{init_from} is a LoRA adapter: use its base, or `python lora.py --merge={init_from}`")
     if ckpt["tokenizer"] != tokenizer:
         raise SystemExit(f"{init_from} is a '{ckpt['tokenizer']}' checkpoint but this run reads '{tokenizer}' data: "
                          f"set --tokenizer={ckpt['tokenizer']} (and prepare that dataset for it)")
@@ -241,8 +243,9 @@ def get_lr(it):
 def save(name):
     if lora_r > 0:  # adapters only: a small fraction of the base, which stays untouched at init_from
         lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout, "targets": lora_targets, "base": init_from}
-        save_checkpoint(os.path.join(out_dir, name.replace("ckpt", "lora")), raw_model, tokenizer, config,
-                        None, iter_num, best_val_loss, state=lora_state_dict(raw_model), extra={"lora": lora})
+        path = os.path.join(out_dir, "lora.pt" if name == "ckpt.pt" else "lora_" + name)  # lora_best.pt
+        save_checkpoint(path, raw_model, tokenizer, config, None, iter_num, best_val_loss,
+                        state=lora_state_dict(raw_model), extra={"lora": lora})
     else:
         save_checkpoint(os.path.join(out_dir, name), raw_model, tokenizer, config, optimizer, iter_num, best_val_loss)
 

@@ -1,0 +1,172 @@
+"""
+LoRA (Hu et al. 2021, arXiv 2106.09685): freeze a trained model and learn a low-rank update of chosen Linears,
+
+    y = x W^T + b + (alpha / r) * dropout(x) A^T B^T,   A (r, in) Kaiming-uniform, B (out, r) zeros (section 4.1)
+
+so at init B A = 0 and the model is exactly the base; only A and B (r * (in + out) numbers per Linear) are trained.
+alpha / r keeps the update's size stable when r changes, so alpha need not be retuned (section 4.1).
+Targets are module-name suffixes: "c_attn" (default; see apply_lora), "c_proj" (attention and MLP output; use
+"attn.c_proj" or "mlp.c_proj" for one), "c_fc", and in the encoder-decoder's cross-attention "c_q" / "c_kv".
+
+  python train.py config/lora_tinystories_dog.py                         # fine-tune: writes out-lora-dog/lora.pt
+  python sample.py --out_dir=out-tinystories-cpu --lora=out-lora-dog/lora.pt  # base + adapter
+  python lora.py --merge=out-lora-dog/lora.pt      # -> out-lora-dog/merged.pt, a plain checkpoint (no lora.py needed)
+  python lora.py --count="(?i)\\b(dogs?|pupp)" --ckpt=out-tinystories-cpu/ckpt.pt --lora=out-lora-dog/lora.pt
+"""
+import math
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import configure, load_model, read_checkpoint, save_checkpoint
+
+
+class LoRALinear(nn.Module):
+    """An nn.Linear plus a rank-r update. It adopts the Linear's own weight and bias Parameters (no copy), so its
+    state-dict keys stay the base's (`...c_attn.weight`) and only `lora_A` / `lora_B` are new."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias
+        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        self.lora_A = nn.Parameter(base.weight.new_empty(r, base.in_features))
+        self.lora_B = nn.Parameter(base.weight.new_zeros(base.out_features, r))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's init, as in loralib and peft
+        self.lora_dropout = nn.Dropout(dropout)
+        self.merged = False  # True while B A is folded into weight (then forward is a plain Linear)
+
+    def forward(self, x):
+        y = F.linear(x, self.weight, self.bias)
+        if self.merged:
+            return y
+        # two thin matmuls, (.., in) -> (.., r) -> (.., out): B A itself is never formed
+        return y + F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
+
+    @torch.no_grad()
+    def merge(self, sign=1):
+        """Fold (sign=1) or take back out (sign=-1) the update: weight += sign * scaling * B A."""
+        if self.merged != (sign == 1):
+            self.weight += sign * self.scaling * (self.lora_B @ self.lora_A).to(self.weight.dtype)
+            self.merged = sign == 1
+
+
+def apply_lora(model, r=8, alpha=16.0, dropout=0.05, targets=("c_attn",)):
+    """Replace, on this instance, every nn.Linear whose dotted name ends with one of targets by a LoRALinear.
+    NOTE: model.py fuses q, k and v into c_attn, so the default adapts the fused projection: one A shared by q, k
+    and v, and B spans all three. That is the paper's parameter count for W_q + W_v (r * 4C per layer) but also
+    adapts W_k; splitting c_attn in the model would cost more lines than it buys here. Returns model."""
+    targets = targets.split(",") if isinstance(targets, str) else targets
+    uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    matched = []
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            full = f"{parent_name}.{name}" if parent_name else name
+            if isinstance(child, nn.Linear) and any(full == t or full.endswith("." + t) for t in targets):
+                if uses[id(child.weight)] > 1:  # merging would also change the other user (tied wte/lm_head)
+                    raise SystemExit(f"LoRA target {full} shares its weight with another module (tie_weights)")
+                lora = LoRALinear(child, r, alpha, dropout).train(child.training)  # no dropout in an eval model
+                setattr(parent, name, lora)
+                matched.append(full)
+    if not matched:
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+        raise SystemExit(f"LoRA targets {list(targets)} match no nn.Linear; this model has: {', '.join(names)}")
+    return model
+
+
+def mark_only_lora_trainable(model):
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name
+
+
+def lora_state_dict(model) -> dict:
+    """The adapters only: every lora_A / lora_B tensor, keyed as in model.state_dict()."""
+    return {k: v for k, v in model.state_dict().items() if "lora_" in k}
+
+
+def merge_lora(model, sign=1):
+    """Fold every adapter into its base weight for inference (sign=-1: unmerge). Exact up to float rounding."""
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.merge(sign)
+    return model
+
+
+def unmerge_lora(model):
+    return merge_lora(model, sign=-1)
+
+
+def load_lora(model, path, tokenizer=None) -> dict:
+    """Apply the adapter at path (a lora.pt from train.py) to model, the base it was trained from; returns its
+    checkpoint dict. SystemExit, naming both sides and the fix, when the adapter was trained on another base
+    (architecture, tensor shapes, or tokenizer, if given)."""
+    ckpt = read_checkpoint(path)
+    if "lora" not in ckpt:
+        raise SystemExit(f"{path} is not a LoRA adapter (no 'lora' entry): pass the lora.pt written by a LoRA run")
+    fix = f"load it onto its base ({ckpt['lora']['base']}) or train an adapter for this model"
+    if tokenizer is not None and tokenizer != ckpt["tokenizer"]:
+        raise SystemExit(f"LoRA adapter {path} was trained for tokenizer '{ckpt['tokenizer']}' but this model uses "
+                         f"'{tokenizer}': {fix}")
+    skip = ("dropout", "grad_checkpoint")  # training-time settings, free to differ from the base's
+    mine, theirs = asdict(model.config), ckpt["model_args"]
+    diff = [k for k in mine if k not in skip and mine[k] != theirs.get(k)]
+    if diff:
+        raise SystemExit(f"LoRA adapter {path} does not fit this model: adapter's base has "
+                         f"{', '.join(f'{k}={theirs.get(k)}' for k in diff)}, this model "
+                         f"{', '.join(f'{k}={mine[k]}' for k in diff)}: {fix}")
+    s = ckpt["lora"]
+    if not any(isinstance(m, LoRALinear) for m in model.modules()):
+        apply_lora(model, s["r"], s["alpha"], s["dropout"], s["targets"].split(","))
+    have, want = ckpt["model"], lora_state_dict(model)
+    shape = lambda d, k: tuple(d[k].shape) if k in d else None
+    bad = [f"{k}: adapter {shape(have, k)}, model {shape(want, k)}" for k in sorted(have.keys() | want.keys())
+           if shape(have, k) != shape(want, k)]
+    if bad:
+        raise SystemExit(f"LoRA adapter {path} does not fit this model ({'; '.join(bad[:3])}): {fix}")
+    model.load_state_dict(have, strict=False)
+    return ckpt
+
+
+@torch.no_grad()
+def theme_share(model, tok, pattern, n=50, seed=1337, max_new_tokens=200, temperature=0.8, top_k=200):
+    """(share, stories): n stories sampled from nothing (after EOT) at a fixed seed, and the share matching the
+    regex pattern (re.search). Same seed and settings for base and adapted model, so only the weights differ."""
+    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    x = torch.full((n, 1), tok.eot_id, dtype=torch.long, device=device)
+    banned = [i for i in tok.special_ids if i != tok.eot_id]
+    y = model.generate(x, max_new_tokens, temperature, top_k, stop_ids=(tok.eot_id,), banned_ids=banned)
+    stories = [tok.decode(r[1:(r + [tok.eot_id]).index(tok.eot_id, 1)]) for r in y.tolist()]  # up to its EOT
+    return sum(bool(re.search(pattern, s)) for s in stories) / n, stories
+
+
+if __name__ == "__main__":
+    args = configure({"merge": "", "base": "", "count": "", "ckpt": "", "lora": "", "num_samples": 50,
+                      "seed": 1337, "max_new_tokens": 200}, sys.argv[1:])
+    if args["merge"]:  # adapter + its base -> one plain checkpoint in the adapter's folder
+        adapter = read_checkpoint(args["merge"])
+        model, ckpt = load_model(args["base"] or adapter.get("lora", {}).get("base", ""))
+        load_lora(model, args["merge"], ckpt["tokenizer"])
+        state = {k: v for k, v in merge_lora(model).state_dict().items() if "lora_" not in k}  # the base's keys
+        out = os.path.join(os.path.dirname(args["merge"]), "merged.pt")
+        save_checkpoint(out, model, ckpt["tokenizer"], adapter["config"], None, adapter["iter_num"], state=state,
+                        extra={"merged_from": {"adapter": args["merge"], "base": adapter["lora"]["base"]}})
+        print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB): {args['merge']} merged into its base")
+    elif args["count"]:  # share of sampled stories that match a theme regex: base, then base + adapter
+        from tokenizer import get_tokenizer
+        model, ckpt = load_model(args["ckpt"])
+        for adapter in ["", args["lora"]] if args["lora"] else [""]:
+            if adapter:
+                load_lora(model, adapter, ckpt["tokenizer"])
+            share, _ = theme_share(model, get_tokenizer(ckpt["tokenizer"]), args["count"], args["num_samples"],
+                                   args["seed"], args["max_new_tokens"])
+            print(f"{args['ckpt']}{' + ' + adapter if adapter else ''}: {share:.0%} of {args['num_samples']} "
+                  f"stories match {args['count']!r}")
+    else:
+        raise SystemExit(__doc__)
