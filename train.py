@@ -206,10 +206,12 @@ def evaluate(split, max_tokens=0):
     raw_model.eval()
     path = os.path.join(data_dir, f"{split}.bin")
     nats, tokens, n_bytes = 0.0, 0, 0
-    batches = (eval_continuation(path, block_size, tgt_len, tok, batch_size, max_tokens) if enc_dec else
-               ({"idx": x}, y) for x, y in eval_windows(path, block_size, tok.eot_id, batch_size, max_tokens))
-    for batch in batches:
-        inputs, y = ({"src": batch[0], "idx": batch[1]}, batch[2]) if enc_dec else batch
+    if enc_dec:
+        batches = (({"src": s, "idx": t}, y) for s, t, y in eval_continuation(path, block_size, tgt_len, tok,
+                                                                             batch_size, max_tokens))
+    else:
+        batches = (({"idx": x}, y) for x, y in eval_windows(path, block_size, tok.eot_id, batch_size, max_tokens))
+    for inputs, y in batches:
         with ctx:
             _, loss = raw_model(**{k: v.to(device) for k, v in inputs.items()}, targets=y.to(device))
         nats += loss.item() * y.numel()
