@@ -261,6 +261,282 @@ def test_prepare_shared_tinystories(tmp_path):
     assert split_bin(ids, tok.eot_id) == tok.encode_batch(stories)
 
 
+# ---- model, sampling, training ----
+import itertools
+import math
+import subprocess
+import sys
+
+import torch
+
+from batches import span_corruption, splice
+from common import configure, load_model, save_checkpoint
+from model import GPT, GPTConfig
+
+FLAGS = list(itertools.product([False, True], [False, True], ["layernorm", "rmsnorm"], ["gelu", "swiglu"]))
+
+
+def tiny(arch="decoder", rope=False, tie_weights=True, norm="layernorm", mlp="gelu", **kw):
+    cfg = dict(block_size=16, vocab_size=70, n_layer=2, n_head=2, n_embd=32, rope=rope, tie_weights=tie_weights,
+               norm=norm, mlp=mlp, arch=arch, n_enc_layer=2 if arch == "encoder_decoder" else 0, pad_id=69)
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**cfg, **kw})).eval()
+
+
+@pytest.mark.parametrize("rope,tie,norm,mlp", FLAGS)
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_causal_and_cache_matches_no_cache(arch, rope, tie, norm, mlp):
+    m = tiny(arch, rope, tie, norm, mlp)
+    src = torch.randint(0, 69, (2, 9)) if arch == "encoder_decoder" else None
+    idx = torch.randint(0, 69, (2, 12))
+    logits, _ = m(idx, src=src)
+    assert logits.shape == (2, 12, 70)  # the vocab padding (70 -> 128) is never returned
+    changed = idx.clone()
+    changed[:, 6] = (changed[:, 6] + 1) % 69
+    logits2, _ = m(changed, src=src)
+    assert torch.allclose(logits[:, :6], logits2[:, :6], atol=1e-6), "a later token changed an earlier logit"
+    assert not torch.allclose(logits[:, 6:], logits2[:, 6:])
+    # 40 new tokens pass block_size=16, so the window slides twice: the cache is rebuilt and must still agree
+    a = m.generate(idx[:, :5], 40, temperature=0, src=src)
+    b = m.generate(idx[:, :5], 40, temperature=0, src=src, use_cache=False)
+    assert torch.equal(a, b)
+
+
+def test_encoder_is_bidirectional_and_decoder_sees_it():
+    m = tiny("encoder_decoder")
+    src = torch.randint(0, 69, (1, 10))
+    src2 = src.clone()
+    src2[0, 8] = (src2[0, 8] + 1) % 69
+    h1, h2 = m.encode(src)[0], m.encode(src2)[0]
+    assert not torch.allclose(h1[:, :8], h2[:, :8]), "a later source byte must change earlier encoder states"
+    idx = torch.randint(0, 69, (1, 6))
+    assert not torch.allclose(m(idx, src=src)[0], m(idx, src=src2)[0])
+
+
+def test_padding_is_masked_in_the_encoder():
+    m = tiny("encoder_decoder")
+    src, idx = torch.randint(0, 69, (1, 6)), torch.randint(0, 69, (1, 5))
+    padded = torch.cat([src, torch.full((1, 4), 69)], dim=1)  # 69 = pad_id
+    assert torch.allclose(m(idx, src=src)[0], m(idx, src=padded)[0], atol=1e-5)
+
+
+def test_weight_tying_and_rope_parameters():
+    tied, untied, rope = tiny(tie_weights=True), tiny(tie_weights=False), tiny(rope=True)
+    assert tied.lm_head.weight.data_ptr() == tied.transformer.wte.weight.data_ptr()
+    assert untied.lm_head.weight.data_ptr() != untied.transformer.wte.weight.data_ptr()
+    assert "wpe" not in rope.transformer and not any("wpe" in n for n, _ in rope.named_parameters())
+    assert "wpe" in tied.transformer
+    # a disabled feature creates no parameters: the untied model has exactly one more V x C matrix
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert n(untied) - n(tied) == 128 * 32
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_overfits_one_batch(arch):
+    m = tiny(arch, rope=True).train()
+    torch.manual_seed(1)
+    idx, src = torch.randint(0, 69, (4, 16)), torch.randint(0, 69, (4, 12)) if arch != "decoder" else None
+    x, y = idx[:, :-1], idx[:, 1:].clone()
+    y[:, :3] = -1  # skipped targets
+    opt = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
+    first = None
+    for _ in range(150):
+        _, loss = m(x, y, src=src)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 3.5 and loss.item() < 0.2, (first, loss.item())
+
+
+def test_loss_skips_minus_one_and_matches_cross_entropy():
+    m = tiny()
+    x, y = torch.randint(0, 69, (2, 8)), torch.randint(0, 69, (2, 8))
+    y[0, :4] = -1
+    logits, loss = m(x, y)
+    ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1)
+    assert torch.allclose(loss, ref, atol=1e-6)
+
+
+def test_banned_and_padded_ids_never_sampled():
+    m = tiny(vocab_size=70)
+    banned = list(range(0, 60))  # leave 10 ids; the 58 padding ids (70..127) must never appear either
+    out = m.generate(torch.zeros(8, 1, dtype=torch.long), 40, temperature=2.0, banned_ids=banned)
+    assert out[:, 1:].min() >= 60 and out.max() < 70
+    top = m.generate(torch.zeros(8, 1, dtype=torch.long), 20, temperature=1.0, top_k=3, top_p=0.5)
+    assert top.max() < 70
+
+
+def test_generate_stops_at_stop_ids():
+    m = tiny()
+    greedy = m.generate(torch.zeros(1, 1, dtype=torch.long), 10, temperature=0)
+    stop = int(greedy[0, 3])  # the 3rd generated id
+    out = m.generate(torch.zeros(1, 1, dtype=torch.long), 10, temperature=0, stop_ids=(stop,))
+    assert out.size(1) <= 4 and int(out[0, -1]) == stop
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_checkpoint_round_trip(tmp_path, arch):
+    m = tiny(arch, rope=True)
+    path = str(tmp_path / "ckpt.pt")
+    save_checkpoint(path, m, "byte", {"lr": 1e-3}, iter_num=7, best_val_loss=1.5)
+    assert not (tmp_path / "ckpt.pt.tmp").exists()
+    raw = torch.load(path, weights_only=True)  # plain data and tensors only
+    assert raw["iter_num"] == 7 and raw["tokenizer"] == "byte" and raw["model_args"]["arch"] == arch
+    assert not any(k.startswith("_orig_mod.") for k in raw["model"])
+    m2, _ = load_model(path)
+    idx = torch.randint(0, 69, (2, 10))
+    src = torch.randint(0, 69, (2, 7)) if arch != "decoder" else None
+    assert torch.equal(m(idx, src=src)[0], m2(idx, src=src)[0])
+
+
+def test_span_corruption_statistics():
+    rng = np.random.default_rng(0)
+    sentinels = range(258, 358)
+    noise, spans, raw_len = 0, [], 600
+    for _ in range(300):
+        raw = rng.integers(0, 256, raw_len)
+        src, tgt = span_corruption(raw, sentinels, 256, 0.15, 20, rng)
+        assert np.array_equal(splice(src, tgt, sentinels), raw)
+        assert src[-1] == 256 and tgt[-1] == 256
+        special = [int(t) for t in np.concatenate([src, tgt]) if t >= 256 and t != 256]
+        assert all(258 <= t < 358 for t in special)  # sentinels only from the reserved block, never real bytes
+        is_sent = (tgt[:-1] >= 258)
+        noise += int((~is_sent).sum())
+        bounds = np.flatnonzero(is_sent).tolist() + [len(tgt) - 1]
+        spans += [b - a - 1 for a, b in zip(bounds[:-1], bounds[1:])]
+    assert abs(noise / (300 * raw_len) - 0.15) <= 0.02
+    assert abs(np.mean(spans) - 20) <= 3
+
+
+# -- train.py / sample.py end to end, on a tiny corpus the test writes
+
+def run(args, cwd, check=True, **kw):
+    out = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--dtype=float32",
+        "--log_interval=1", "--eval_tokens=256", "--warmup_iters=2", "--learning_rate=3e-3", "--min_lr=3e-4"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder with data/tinystories/{gpt2,byte} built from 300 template stories."""
+    d = tmp_path_factory.mktemp("work")
+    rng = random.Random(0)
+    names, things = ["Lily", "Tom", "Ben", "Sue", "Max"], ["ball", "cat", "tree", "cake", "boat"]
+    stories = []
+    for _ in range(300):
+        a, b = rng.choice(names), rng.choice(things)
+        stories.append(f"Once upon a time, {a} had a {b}. {a} liked the {b} very much. One day the {b} was lost. "
+                       f"{a} was sad. Then {a} found the {b} under the bed. The end.")
+    (d / "src").mkdir()
+    write_release(d / "src" / "train.txt", stories[:270])
+    write_release(d / "src" / "valid.txt", stories[270:])
+    for name in TOKENIZERS:
+        prep.prepare(str(d / "src"), "tinystories", name, out_dir=str(d / "data"), quiet=True)
+    return d
+
+
+def losses(out):
+    return [float(m) for m in re.findall(r"iter \d+: loss ([\d.]+)", out.stdout)]
+
+
+def test_train_loss_falls_then_sample(workdir):
+    out = run([str(REPO / "train.py"), *TINY, "--out_dir=out", "--max_iters=40", "--eval_interval=20"], workdir)
+    curve = losses(out)
+    assert len(curve) == 40 and np.mean(curve[-5:]) < np.mean(curve[:5]) - 1.0, curve
+    s = run([str(REPO / "sample.py"), "--out_dir=out", "--num_samples=2", "--max_new_tokens=20",
+             "--start=Once upon"], workdir)
+    assert s.stdout.count("Once upon") >= 2 and "tokens/s" in s.stdout
+
+
+def test_resume_matches_uninterrupted(workdir):
+    common_args = [str(REPO / "train.py"), *TINY, "--eval_interval=4", "--lr_decay_iters=8"]
+    full = run([*common_args, "--out_dir=full", "--max_iters=8"], workdir)
+    run([*common_args, "--out_dir=part", "--max_iters=4"], workdir)
+    resumed = run([*common_args, "--out_dir=part", "--max_iters=8", "--init_from=resume"], workdir)
+    assert re.findall(r"iter (\d+):", resumed.stdout)[0] == "5"  # continues at the saved iter_num
+    assert np.allclose(losses(full)[4:], losses(resumed), atol=1e-4), (losses(full), losses(resumed))
+
+
+def test_eval_only_json_and_bpb(workdir):
+    run([str(REPO / "train.py"), *TINY, "--out_dir=ev", "--max_iters=4", "--eval_interval=4"], workdir)
+    run([str(REPO / "train.py"), *TINY, "--out_dir=ev", "--eval_only=True", "--init_from=resume"], workdir)
+    res = json.loads((workdir / "ev" / "eval.json").read_text())
+    assert set(res) >= {"split", "tokens", "bytes", "loss", "perplexity", "bpb", "checkpoint", "iter"}
+    meta = json.loads((workdir / "data/tinystories/gpt2/meta.json").read_text())["splits"]["val"]
+    assert res["tokens"] == meta["tokens"] and res["bytes"] == meta["bytes"]  # every token once; EOT adds 0 bytes
+    assert math.isclose(res["bpb"], res["loss"] / math.log(2) * res["tokens"] / res["bytes"], rel_tol=1e-9)
+    assert math.isclose(res["perplexity"], math.exp(res["loss"]), rel_tol=1e-9) and res["iter"] == 4
+
+
+def test_ddp_two_gloo_ranks_match_single_process(workdir):
+    args = [*TINY, "--max_iters=6", "--eval_interval=100", "--gradient_accumulation_steps=2"]
+    single = run([str(REPO / "train.py"), *args, "--out_dir=single"], workdir)
+    ddp = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(REPO / "train.py"), *args,
+               "--out_dir=ddp"], workdir, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "2 rank(s)" in ddp.stdout and len(losses(ddp)) == 6
+    assert np.allclose(losses(single), losses(ddp), atol=2e-3), (losses(single), losses(ddp))
+
+
+def test_nan_guard_keeps_last_good_checkpoint(workdir):
+    run([str(REPO / "train.py"), *TINY, "--out_dir=nan", "--max_iters=4", "--eval_interval=4"], workdir)
+    before = (workdir / "nan" / "ckpt.pt").read_bytes()
+    out = run([str(REPO / "train.py"), *TINY, "--out_dir=nan", "--max_iters=40", "--eval_interval=4",
+               "--init_from=resume", "--learning_rate=1e12", "--grad_clip=0.0"], workdir, check=False)
+    assert out.returncode != 0 and re.search(r"loss is (nan|inf)", out.stdout + out.stderr), out.stderr[-2000:]
+    assert (workdir / "nan" / "ckpt.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("cfg", sorted(p.name for p in (REPO / "config").glob("tinystories*.py")))
+def test_every_config_runs_a_few_iterations(workdir, cfg):
+    enc_dec = "encoder_decoder" in (REPO / "config" / cfg).read_text()
+    out = run([str(REPO / "train.py"), str(REPO / "config" / cfg), *TINY, "--max_iters=2", "--eval_interval=2",
+               "--gradient_accumulation_steps=1", "--mlp_hidden=0", f"--out_dir=cfg-{cfg}", "--tgt_len=16",
+               *(["--n_enc_layer=1"] if enc_dec else [])], workdir)
+    assert len(losses(out)) == 2
+    if enc_dec:
+        s = run([str(REPO / "sample.py"), f"--out_dir=cfg-{cfg}", "--max_new_tokens=10", "--num_samples=1"],
+                workdir)
+        assert "tokens/s" in s.stdout
+
+
+def test_bad_input_messages(workdir, tmp_path):
+    out = run([str(REPO / "train.py"), "--out_dir=x", "--max_iters=1", "--dataset=nope"], workdir, check=False)
+    assert out.returncode != 0 and "python prepare.py --name=nope" in out.stderr
+    out = run([str(REPO / "sample.py"), "--out_dir=missing"], workdir, check=False)
+    assert out.returncode != 0 and "python train.py" in out.stderr
+    run([str(REPO / "train.py"), *TINY, "--out_dir=bt", "--max_iters=2", "--eval_interval=2"], workdir)
+    out = run([str(REPO / "train.py"), *TINY, "--out_dir=bt", "--init_from=resume", "--tokenizer=byte"], workdir,
+              check=False)
+    assert out.returncode != 0 and "--tokenizer=gpt2" in out.stderr  # a checkpoint for another tokenizer
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfeOnce")
+    out = run([str(REPO / "sample.py"), "--out_dir=bt", f"--start=FILE:{tmp_path / 'bad.txt'}"], workdir, check=False)
+    assert out.returncode != 0 and "not UTF-8" in out.stderr
+
+
+def test_configure_override_rules(tmp_path):
+    defaults = {"batch_size": 8, "learning_rate": 6e-4, "device": "auto", "compile": False, "init": None}
+    cfg = tmp_path / "c.py"
+    cfg.write_text("import math\nbatch_size = 4  # a comment\nlearning_rate = 1\n_private = 3\n")
+    got = configure(defaults, [str(cfg), "--device=cuda", "--compile=True", "--init=[1, 2]", "--batch_size=16"])
+    assert got == {"batch_size": 16, "learning_rate": 1.0, "device": "cuda", "compile": True, "init": [1, 2]}
+    assert isinstance(got["learning_rate"], float)  # int accepted for a float
+    cfg.write_text("batchsize = 4\n")
+    with pytest.raises(SystemExit, match=r"unknown key 'batchsize' .*c\.py.*did you mean batch_size"):
+        configure(defaults, [str(cfg)])
+    with pytest.raises(SystemExit, match=r"unknown key 'learning_rat' \(command line\).*learning_rate"):
+        configure(defaults, ["--learning_rat=1e-3"])
+    with pytest.raises(SystemExit, match=r"'batch_size' .* must be int"):
+        configure(defaults, ["--batch_size=2.5"])
+    with pytest.raises(SystemExit, match="no config file"):
+        configure(defaults, ["config/nope.py"])
+
+
 # ---- LoRA ----
 # lora.py on tiny models: exactness at init, frozen base, merge, adapters-only files, refusals, peft parity, enc-dec,
 # and one end-to-end train.py -> lora.py --merge -> sample.py run. Imports here: sections are appended independently;

@@ -267,6 +267,7 @@ if wandb_log and master_process:
 # ---------------------------------------------------------------------------------------------------------------------
 # the loop
 t_start = t0 = time.time()
+start_iter = iter_num
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
     for group in optimizer.param_groups:
@@ -285,7 +286,7 @@ while True:
         if wandb_log and master_process:
             wandb.log({"iter": iter_num, "train/loss": train["loss"], "val/loss": val["loss"], "val/bpb": val["bpb"],
                        "lr": lr})
-        if master_process and iter_num > 0:
+        if master_process and iter_num > start_iter:  # a resumed run has nothing new to save at its first step
             if val["loss"] < best_val_loss:
                 best_val_loss = val["loss"]
                 save("best.pt")
@@ -297,6 +298,7 @@ while True:
         break
 
     # one optimizer step: accum_steps micro-steps, gradients synchronised across ranks only on the last one
+    step_loss = torch.zeros((), device=device)  # mean loss over this step's global batch, for the log
     for micro in range(accum_steps):
         inputs, y = micro_batch(iter_num, micro * ddp_world_size + ddp_rank)
         if ddp:  # the official way is the no_sync() context manager; setting the flag avoids re-indenting the step
@@ -304,6 +306,7 @@ while True:
         with ctx:
             _, loss = model(**inputs, targets=y)
             loss = loss / accum_steps  # the gradient is the mean over the global batch
+        step_loss += loss.detach()
         scaler.scale(loss).backward()
     if grad_clip != 0.0:
         scaler.unscale_(optimizer)
@@ -314,7 +317,9 @@ while True:
 
     iter_num += 1
     if iter_num % log_interval == 0:
-        lossf = loss.item() * accum_steps  # a CPU-GPU sync point: only on log steps
+        if ddp:  # every rank reaches this line on the same iterations
+            torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.AVG)
+        lossf = step_loss.item()  # a CPU-GPU sync point: only on log steps
         if not math.isfinite(lossf):  # every rank checks, so none is left waiting in an all-reduce
             raise SystemExit(f"loss is {lossf} at iter {iter_num}: stopping; the last good checkpoint in {out_dir} "
                              f"is untouched (lower learning_rate, or set grad_clip)")
