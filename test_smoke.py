@@ -133,12 +133,34 @@ def test_prepare_bins_match_per_story_encode(tmp_path, corpus, name, capsys):
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
+def test_prepare_chunking_and_worker_processes(tmp_path, corpus, name, monkeypatch):
+    # tiny reads: separators straddle chunk boundaries, and the source counts as big, so gpt2 encodes in worker
+    # processes. Neither may change a single id or count
+    src = str(corpus[0])
+    whole = prep.prepare(src, "whole", name, str(tmp_path / "data"), quiet=True)
+    monkeypatch.setattr(prep, "CHUNK_BYTES", 64)
+    chunked = prep.prepare(src, "chunked", name, str(tmp_path / "data"), quiet=True)
+    assert chunked["splits"] == whole["splits"] and chunked["empty_stories"] == whole["empty_stories"] == 1
+    for split in ("train", "val"):
+        a, b = (tmp_path / f"data/{n}/{name}/{split}.bin" for n in ("whole", "chunked"))
+        assert a.read_bytes() == b.read_bytes()
+
+
+def test_clean_is_str_strip_on_bytes():
+    # the reader strips bytes; Unicode spaces, ASCII separators 0x1c-0x1f and invalid UTF-8 must come out as if
+    # each story had been decoded (errors="replace") and str.strip()ped, and only invalid bytes count as replaced
+    raw = ["\u3000 wide space\xa0", "\x1cfs\x1f", "ok \ufffd genuine\u2028", " plain\n", ""]
+    stories, n_bad = prep.clean([s.encode() for s in raw] + [b"\xe9t\xc3\xa9 \xff"])
+    assert stories == [s.strip().encode() for s in raw + ["\ufffdt\xe9 \ufffd"]] and n_bad == 2
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
 def test_encode_stories_equals_per_story(name):
     # the gpt2 fast path joins a chunk with <|endoftext|>: BPE must not merge across story boundaries
     tricky = ["'s a start", "ends with '", "123", "456 numbers", "...", "!!! bang", "x\u00a0y", "\u3000wide",
               "'ll", "ve", "é", "🐉", "a  b   c", "Hi.\n\nBye."]
     tok = get_tokenizer(name)
-    ids = prep.encode_stories(tok, tricky + STORIES[:2])
+    ids = prep.encode_stories(tok, [s.encode() for s in tricky + STORIES[:2]])
     assert ids.dtype == np.uint16
     assert ids.tolist() == [i for s in tricky + STORIES[:2] for i in tok.encode(s) + [tok.eot_id]]
 
@@ -150,7 +172,7 @@ def test_release_reader_edge_cases(tmp_path):
     p = tmp_path / "r.txt"
     p.write_text(raw, encoding="utf-8", newline="")
     for chunk in (1, 3, 7, 1 << 20):
-        stories = [s for c in prep.read_release(p, chunk) for s in c]
+        stories = [s.decode() for c, _ in prep.read_release(p, chunk) for s in c]
         assert stories == ["", "A <|endoftext|> B", f"second\n{EOT_LINE}x\nstill second", "", "last"], chunk
     # invalid UTF-8 is replaced and counted
     (tmp_path / "bad").mkdir()
@@ -257,7 +279,7 @@ def test_prepare_shared_tinystories(tmp_path):
         assert (meta["splits"]["train"]["bytes"], meta["splits"]["val"]["bytes"]) == (2059865, 788232)
         assert meta["replaced_bytes"] == 0 and meta["empty_stories"] == 0
     tok, ids = get_tokenizer("gpt2"), np.fromfile(tmp_path / "data/ts/gpt2/val.bin", np.uint16)
-    stories = [s for c in prep.read_release(src / "valid.txt") for s in c]
+    stories = [s.decode() for c, _ in prep.read_release(src / "valid.txt") for s in c]
     assert split_bin(ids, tok.eot_id) == tok.encode_batch(stories)
 
 
