@@ -41,6 +41,8 @@ class GPTConfig:
     n_enc_layer: int = 0         # encoder layers (encoder_decoder only; ByT5 uses 3x the decoder depth)
     pad_id: int = -1             # encoder inputs equal to this id are masked out (encoder_decoder; -1 = none)
     grad_checkpoint: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
+    out_vocab: int = 0           # 0: lm_head scores every id. K > 0: it scores the K ids in kept_ids (those seen in
+    #                              training) and one shared row for all others, whose probability they split equally
 
     def __post_init__(self):
         assert self.norm in ("layernorm", "rmsnorm"), f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}"
@@ -225,6 +227,13 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight  # one tensor, two names
+        if config.out_vocab:
+            # an id the training data never holds cannot be learned, yet a 50k-row softmax pays for every one of them
+            # on every token (most of a small model's FLOPs). Score the K ids seen in training (train.py fills
+            # kept_ids) plus one "other" row; each unseen id gets p(other) / (vocab_size - K): still an exact
+            # distribution over all ids, so losses and bits per byte stay comparable with a full softmax.
+            self.register_buffer("kept_ids", torch.zeros(config.out_vocab, dtype=torch.long))
+            self.other = nn.Parameter(torch.zeros(config.n_embd))  # the weight row of the shared "other" class
         self.apply(self._init_weights)
         # GPT-2: scale the init of the projections into the residual stream by 1/sqrt(2 * number of layers),
         # as each layer adds two of them to the stream
@@ -284,11 +293,28 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(self._run(self.transformer.h, x, rope, mem, mem_mask, cache, pos))
         if cache:
             cache["pos"] = pos + idx.size(1)
+        if self.config.out_vocab:
+            return self._out_vocab_logits(x, targets)
         logits = self.lm_head(x)[..., :self.config.vocab_size]  # (B, T, V): padded ids are never scored or sampled
         loss = None
         if targets is not None:  # in fp32: a log-softmax over 50k logits in bf16 loses ~2 decimal digits
             loss = CrossEntropy.apply(logits.flatten(0, 1), targets.flatten())
         return logits, loss
+
+    def _out_vocab_logits(self, x, targets):
+        """forward's output head when out_vocab > 0: scores (B, T, K+1) over kept_ids and "other". Returns the
+        log-probabilities of all vocab_size ids as logits (None with targets) and the exact mean loss in nats."""
+        K, n_other = self.config.out_vocab, self.config.vocab_size - self.config.out_vocab
+        scores = F.linear(x, torch.cat([self.lm_head.weight[self.kept_ids], self.other[None]]))  # (B, T, K+1)
+        if targets is not None:
+            row = torch.full((self.config.vocab_size,), K, dtype=torch.long, device=x.device)
+            row[self.kept_ids] = torch.arange(K, device=x.device)  # id -> its row; unseen ids -> K ("other")
+            t = torch.where(targets >= 0, row[targets.clamp(min=0)], -1).flatten()
+            loss = CrossEntropy.apply(scores.flatten(0, 1), t)  # -log p(row), then spread "other" over n_other ids
+            return None, loss + math.log(max(n_other, 1)) * (t == K).sum() / (t >= 0).sum().clamp(min=1)
+        logp = F.log_softmax(scores.float(), dim=-1)
+        full = (logp[..., K:] - math.log(max(n_other, 1))).expand(*logp.shape[:-1], self.config.vocab_size)
+        return full.scatter(-1, self.kept_ids.expand(*logp.shape[:-1], K), logp[..., :K]), None
 
     def new_cache(self):
         """An empty decoding state for forward(..., cache=): per layer the self-attention keys/values (allocated on
@@ -360,7 +386,8 @@ class GPT(nn.Module):
         non-embedding parameters and the second term attention's QK^T and AV (PaLM, arXiv 2204.02311, app. B)."""
         c = self.config
         T = T or c.block_size
-        return 6 * self.num_params() + 12 * (c.n_layer + c.n_enc_layer) * c.n_embd * T
+        unscored = (c.padded_vocab - c.out_vocab - 1) * c.n_embd if c.out_vocab else 0  # lm_head rows not used
+        return 6 * (self.num_params() - unscored) + 12 * (c.n_layer + c.n_enc_layer) * c.n_embd * T
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW with weight decay on the matrices (>= 2-D: Linear weights, embeddings) and none on biases and norm

@@ -371,6 +371,22 @@ def test_overfits_one_batch(arch):
     assert first > 3.5 and loss.item() < 0.2, (first, loss.item())
 
 
+def test_out_vocab_is_an_exact_distribution_over_all_ids():
+    m = tiny(out_vocab=20)
+    m.kept_ids.copy_(torch.arange(0, 40, 2))  # as if training had seen only the even ids below 40
+    torch.nn.init.normal_(m.other, std=0.5)
+    x, y = torch.randint(0, 69, (2, 10)), torch.randint(0, 69, (2, 10))
+    y[0, :2] = -1
+    logp, _ = m(x)
+    assert logp.shape == (2, 10, 70) and torch.allclose(logp.exp().sum(-1), torch.ones(2, 10), atol=1e-5)
+    unseen = logp[..., 1::2]  # every unseen id shares the "other" mass equally
+    assert torch.allclose(unseen, unseen[..., :1].expand_as(unseen))
+    ref = torch.nn.functional.nll_loss(logp.flatten(0, 1), y.flatten(), ignore_index=-1)
+    assert torch.allclose(m(x, y)[1], ref, atol=1e-5)
+    assert torch.equal(m.generate(x[:, :3], 30, temperature=0), m.generate(x[:, :3], 30, temperature=0,
+                                                                           use_cache=False))
+
+
 def test_loss_skips_minus_one_and_matches_cross_entropy():
     m = tiny()
     x, y = torch.randint(0, 69, (2, 8)), torch.randint(0, 69, (2, 8))

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -59,6 +60,7 @@ mlp_hidden = 0
 arch = "decoder"            # "decoder" | "encoder_decoder"
 n_enc_layer = 0
 grad_checkpoint = False
+out_vocab_from_data = False  # score only the ids train.bin holds, plus one shared row for the rest (GPTConfig.out_vocab)
 # encoder-decoder objectives (batches.py): span corruption and prefix-LM continuation, mixed per micro-step
 span_ratio = 0.5            # share of micro-steps of span corruption; the rest are continuation
 noise_density = 0.15        # ByT5: 15% of the bytes are corrupted...
@@ -129,10 +131,13 @@ n_train_tokens = len(open_tokens(train_path))
 
 # model: from scratch, or from a checkpoint (resume, LoRA base)
 iter_num, best_val_loss, ckpt = 0, float("inf"), None
-model_keys = [f.name for f in GPTConfig.__dataclass_fields__.values() if f.name not in ("vocab_size", "pad_id")]
+model_keys = [f.name for f in GPTConfig.__dataclass_fields__.values()
+              if f.name not in ("vocab_size", "pad_id", "out_vocab")]
 if init_from == "scratch":
+    kept_ids = np.flatnonzero(np.bincount(open_tokens(train_path), minlength=tok.vocab_size)) \
+        if out_vocab_from_data else []
     model_config = GPTConfig(**{k: config[k] for k in model_keys}, vocab_size=tok.vocab_size,
-                             pad_id=-1 if tok.pad_id is None else tok.pad_id)
+                             pad_id=-1 if tok.pad_id is None else tok.pad_id, out_vocab=len(kept_ids))
 else:
     ckpt = read_checkpoint(os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from, device)
     if "lora" in ckpt:  # adapters only: no model to start from
@@ -149,6 +154,10 @@ else:
 model = GPT(model_config)
 if ckpt is not None:
     model.load_state_dict(ckpt["model"])
+elif model_config.out_vocab:
+    model.kept_ids.copy_(torch.from_numpy(kept_ids))
+    log(f"out_vocab_from_data: lm_head scores the {len(kept_ids):,} ids of train.bin + 1 shared row for the other "
+        f"{tok.vocab_size - len(kept_ids):,}")
 if lora_r > 0:
     if ckpt is None or init_from == "resume":
         raise SystemExit("config error: LoRA fine-tunes a trained model: set init_from to its checkpoint path")
