@@ -34,16 +34,16 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
         super().__init__()
         self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight, self.bias = base.weight, base.bias
+        self.weight, self.bias = base.weight, base.bias  # frozen by mark_only_lora_trainable, never copied
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
-        self.lora_A = nn.Parameter(base.weight.new_empty(r, base.in_features))
-        self.lora_B = nn.Parameter(base.weight.new_zeros(base.out_features, r))
+        self.lora_A = nn.Parameter(base.weight.new_empty(r, base.in_features))   # (r, in), same layout as peft
+        self.lora_B = nn.Parameter(base.weight.new_zeros(base.out_features, r))  # (out, r): zero, so B A = 0
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # nn.Linear's init, as in loralib and peft
         self.lora_dropout = nn.Dropout(dropout)
         self.merged = False  # True while B A is folded into weight (then forward is a plain Linear)
 
     def forward(self, x):
-        y = F.linear(x, self.weight, self.bias)
+        y = F.linear(x, self.weight, self.bias)  # (.., in) -> (.., out)
         if self.merged:
             return y
         # two thin matmuls, (.., in) -> (.., r) -> (.., out): B A itself is never formed
@@ -54,7 +54,7 @@ class LoRALinear(nn.Module):
         """Fold (sign=1) or take back out (sign=-1) the update: weight += sign * scaling * B A."""
         if self.merged != (sign == 1):
             self.weight += sign * self.scaling * (self.lora_B @ self.lora_A).to(self.weight.dtype)
-            self.merged = sign == 1
+            self.merged = sign == 1  # forward skips the LoRA path while merged, so nothing is counted twice
 
 
 def apply_lora(model, r=8, alpha=16.0, dropout=0.05, targets=("c_attn",)):
@@ -114,7 +114,7 @@ def load_lora(model, path, tokenizer=None) -> dict:
         raise SystemExit(f"LoRA adapter {path} was trained for tokenizer '{ckpt['tokenizer']}' but this model uses "
                          f"'{tokenizer}': {fix}")
     skip = ("dropout", "grad_checkpoint")  # training-time settings, free to differ from the base's
-    mine, theirs = asdict(model.config), ckpt["model_args"]
+    mine, theirs = asdict(model.config), ckpt["model_args"]  # GPTConfig fields as plain dicts
     diff = [k for k in mine if k not in skip and mine[k] != theirs.get(k)]
     if diff:
         raise SystemExit(f"LoRA adapter {path} does not fit this model: adapter's base has "
@@ -129,7 +129,7 @@ def load_lora(model, path, tokenizer=None) -> dict:
            if shape(have, k) != shape(want, k)]
     if bad:
         raise SystemExit(f"LoRA adapter {path} does not fit this model ({'; '.join(bad[:3])}): {fix}")
-    model.load_state_dict(have, strict=False)
+    model.load_state_dict(have, strict=False)  # strict=False: the base's own keys are not in the adapter
     return ckpt
 
 
@@ -137,7 +137,7 @@ def load_lora(model, path, tokenizer=None) -> dict:
 def theme_share(model, tok, pattern, n=50, seed=1337, max_new_tokens=200, temperature=0.8, top_k=200):
     """(share, stories): n stories sampled from nothing (after EOT) at a fixed seed, and the share matching the
     regex pattern (re.search). Same seed and settings for base and adapted model, so only the weights differ."""
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the sampler's randomness: the same draws for both models
     device = next(model.parameters()).device
     x = torch.full((n, 1), tok.eot_id, dtype=torch.long, device=device)
     banned = [i for i in tok.special_ids if i != tok.eot_id]
