@@ -29,7 +29,7 @@ class GPTConfig:
     n_layer: int = 6             # decoder layers
     n_head: int = 6
     n_embd: int = 384
-    dropout: float = 0.0         # on embeddings, attention weights and residual branches; 0.0 for inference
+    dropout: float = 0.0         # on embeddings and residual branches (not attention weights: see Attention)
     bias: bool = True            # biases in Linear and LayerNorm layers (GPT-2: True; LLaMA: False)
     rope: bool = False           # rotary position embeddings instead of the learned wpe table
     rope_theta: float = 10000.0  # RoPE base wavelength (the paper's 10000)
@@ -115,7 +115,7 @@ class Attention(nn.Module):
 
     def __init__(self, config, causal: bool, cross: bool = False):
         super().__init__()
-        self.n_head, self.causal, self.cross, self.dropout = config.n_head, causal, cross, config.dropout
+        self.n_head, self.causal, self.cross = config.n_head, causal, cross
         C = config.n_embd
         if cross:
             self.c_q = nn.Linear(C, C, bias=config.bias)
@@ -150,9 +150,10 @@ class Attention(nn.Module):
                     cache["v"] = torch.zeros_like(cache["k"])
                 cache["k"][:, :, pos:pos + T], cache["v"][:, :, pos:pos + T] = k, v
                 k, v = cache["k"][:, :, :pos + T], cache["v"][:, :, :pos + T]
-        # a single new token may see every cached key, so the causal mask is only needed when T > 1
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mem_mask, is_causal=self.causal and T > 1,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        # a single new token may see every cached key, so the causal mask is only needed when T > 1. No dropout on
+        # the attention weights (unlike GPT-2): with it, SDPA leaves its fused CPU kernel for the math path, which
+        # builds (B, nh, T, S) fp32 weights and a Bernoulli mask per layer; dropout stays on the residual branches
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mem_mask, is_causal=self.causal and T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
