@@ -1,17 +1,18 @@
-"""
+r"""
 LoRA (Hu et al. 2021, arXiv 2106.09685): freeze a trained model and learn a low-rank update of chosen Linears,
 
-    y = x W^T + b + (alpha / r) * dropout(x) A^T B^T,   A (r, in) Kaiming-uniform, B (out, r) zeros (section 4.1)
+    y = x W^T + b + (alpha / r) * dropout(x) A^T B^T,   A (r, in) random, B (out, r) zeros (section 4.1)
 
 so at init B A = 0 and the model is exactly the base; only A and B (r * (in + out) numbers per Linear) are trained.
-alpha / r keeps the update's size stable when r changes, so alpha need not be retuned (section 4.1).
+A is Kaiming-uniform as in loralib and peft (the paper says Gaussian). Scaling by alpha / r means a new r needs no
+new learning rate (section 4.1: alpha is set to the first r tried and not tuned).
 Targets are module-name suffixes: "c_attn" (default; see apply_lora), "c_proj" (attention and MLP output; use
 "attn.c_proj" or "mlp.c_proj" for one), "c_fc", and in the encoder-decoder's cross-attention "c_q" / "c_kv".
 
   python train.py config/lora_tinystories_dog.py                         # fine-tune: writes out-lora-dog/lora.pt
   python sample.py --out_dir=out-tinystories-cpu --lora=out-lora-dog/lora.pt  # base + adapter
   python lora.py --merge=out-lora-dog/lora.pt      # -> out-lora-dog/merged.pt, a plain checkpoint (no lora.py needed)
-  python lora.py --count="(?i)\\b(dogs?|pupp)" --ckpt=out-tinystories-cpu/ckpt.pt --lora=out-lora-dog/lora.pt
+  python lora.py --count='(?i)\b(dogs?|pupp(y|ies))\b' --ckpt=out-tinystories-cpu/ckpt.pt --lora=out-lora-dog/lora.pt
 """
 import math
 import os
