@@ -123,7 +123,8 @@ def load_lora(model, path, tokenizer=None) -> dict:
                          f"{', '.join(f'{k}={mine[k]}' for k in diff)}: {fix}")
     s = ckpt["lora"]
     if not any(isinstance(m, LoRALinear) for m in model.modules()):
-        apply_lora(model, s["r"], s["alpha"], s["dropout"], s["targets"].split(","))
+        with torch.random.fork_rng():  # A's random init is overwritten: leave the caller's seeded RNG where it was
+            apply_lora(model, s["r"], s["alpha"], s["dropout"], s["targets"].split(","))
     have, want = ckpt["model"], lora_state_dict(model)
     shape = lambda d, k: tuple(d[k].shape) if k in d else None
     bad = [f"{k}: adapter {shape(have, k)}, model {shape(want, k)}" for k in sorted(have.keys() | want.keys())

@@ -666,7 +666,9 @@ def test_lora_adapter_file_reloads_and_refuses_other_bases(tmp_path, lora_thread
     ckpt = read_checkpoint(str(tmp_path / "lora.pt"))
     assert len(ckpt["model"]) == 2 * 2 * 2 and all("lora_" in k for k in ckpt["model"])  # layers x Linears x A,B
     fresh = lora_gpt()  # the same base (seed), no LoRA yet
+    rng = torch.random.get_rng_state()
     load_lora(fresh, str(tmp_path / "lora.pt"), "byte")
+    assert torch.equal(torch.random.get_rng_state(), rng)  # sample.py seeds first: loading must not draw numbers
     x = torch.randint(0, 64, (2, 16))
     assert torch.equal(fresh(x)[0], model(x)[0])
     share, stories = theme_share(fresh, get_tokenizer("byte"), "a", n=3, max_new_tokens=4)
