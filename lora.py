@@ -153,12 +153,15 @@ if __name__ == "__main__":
                       "seed": 1337, "max_new_tokens": 200}, sys.argv[1:])
     if args["merge"]:  # adapter + its base -> one plain checkpoint in the adapter's folder
         adapter = read_checkpoint(args["merge"])
-        model, ckpt = load_model(args["base"] or adapter.get("lora", {}).get("base", ""))
+        if "lora" not in adapter:
+            raise SystemExit(f"{args['merge']} is not a LoRA adapter: pass the lora.pt written by a LoRA run")
+        base = args["base"] or adapter["lora"]["base"]  # --base: when the base has moved since training
+        model, ckpt = load_model(base)
         load_lora(model, args["merge"], ckpt["tokenizer"])
         state = {k: v for k, v in merge_lora(model).state_dict().items() if "lora_" not in k}  # the base's keys
         out = os.path.join(os.path.dirname(args["merge"]), "merged.pt")
         save_checkpoint(out, model, ckpt["tokenizer"], adapter["config"], None, adapter["iter_num"], state=state,
-                        extra={"merged_from": {"adapter": args["merge"], "base": adapter["lora"]["base"]}})
+                        extra={"merged_from": {"adapter": args["merge"], "base": base}})
         print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB): {args['merge']} merged into its base")
     elif args["count"]:  # share of sampled stories that match a theme regex: base, then base + adapter
         from tokenizer import get_tokenizer
