@@ -2,7 +2,13 @@
 Micro-benchmarks, one per --mode, each printing throughput on this machine:
 
     python bench.py --mode=prepare            # prepare.py end to end (read, tokenize, write bins) on >= 40 MB of text
+    python bench.py --mode=sample             # generate() tokens/s, KV cache on/off, fp32/bf16, vs HF GPT2LMHeadModel
+    python bench.py --mode=train              # training step tokens/s and MFU: bf16, HF bf16, fp32, torch.compile
+    python bench.py --mode=train --profile    # ... then the top ops of one bf16 step (torch.profiler)
+    python bench.py --mode=sample --no_malloc_tweak   # the same without common.keep_freed_memory (glibc defaults)
 
+sample and train use the 33M shape (6 layers x 384 wide x 6 heads, block 512, GPT-2 vocab), random weights and
+random token ids, so they need no data or checkpoint; `transformers` (the reference) is imported only inside them.
 Modes live in the MODES dict at the bottom: a mode is a function taking the parsed args.
 """
 import argparse
@@ -21,7 +27,7 @@ def bench_prepare(args):
     from prepare import prepare, read_release
     if not SHARED_STORIES.is_dir():
         raise SystemExit(f"{SHARED_STORIES} not found: bench needs the shared TinyStories excerpt")
-    stories = [s for f in sorted(SHARED_STORIES.glob("*.txt*")) for chunk in read_release(f) for s in chunk if s]
+    stories = [s.decode() for f in sorted(SHARED_STORIES.glob("*.txt*")) for c, _ in read_release(f) for s in c if s]
     block = "".join(f"{s}\n<|endoftext|>\n" for s in stories)
     reps = -(-args.mb * 10**6 // len(block.encode()))  # ceil: at least args.mb MB
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,12 +51,183 @@ def bench_prepare(args):
                   f"| all runs: {' '.join(f'{d:.2f}' for d in dts)} s")
 
 
-MODES = {"prepare": bench_prepare}  # others add "train", "sample" here
+# the 33M shape of config/tinystories_33m.py with dropout 0 (HF's three dropouts are zeroed too): speed, not quality
+SHAPE = dict(n_layer=6, n_head=6, n_embd=384, block_size=512, vocab_size=50257)
+
+
+def _setup(args):
+    """Start of the model modes: the glibc malloc tweak first (before any large tensor; it is process-wide, so HF gets
+    it too: the fair comparison), then a fixed seed. Prints the load average, as other jobs share the 2 cores."""
+    import torch
+    from common import keep_freed_memory
+    if not args.no_malloc_tweak:
+        keep_freed_memory()
+    torch.manual_seed(1337)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs, keep_freed_memory "
+          f"{'off' if args.no_malloc_tweak else 'on'}, load average {os.getloadavg()[0]:.2f} at start")
+    return torch
+
+
+def _hf_gpt2(train: bool):
+    """transformers.GPT2LMHeadModel at SHAPE, random init: the reference implementation (bench-only dependency)."""
+    import transformers
+    transformers.logging.set_verbosity_error()  # generate() warns about its defaults on every call
+    cfg = transformers.GPT2Config(n_layer=SHAPE["n_layer"], n_head=SHAPE["n_head"], n_embd=SHAPE["n_embd"],
+                                  n_positions=SHAPE["block_size"], vocab_size=SHAPE["vocab_size"],
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return transformers.GPT2LMHeadModel(cfg).train(train)
+
+
+def _profile(fn, row_limit=25):
+    """Run fn under torch.profiler and print its ops by self CPU time: where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=row_limit, max_name_column_width=50))
+
+
+def bench_sample(args):
+    """Greedy decoding speed: args.tokens new tokens after a 5-token prompt (EOT + 'Once upon a time'), per dtype and
+    batch size: ours with the KV cache, ours without it (the whole window re-run every step), HF with its cache.
+    Cached runs are best of args.repeat; an uncached run takes minutes (fp32, B=1: ~2.5), so it runs once, and only
+    for the (dtype, batch) pairs in args.uncached."""
+    torch = _setup(args)
+    from common import autocast
+    from model import GPT, GPTConfig
+    from tokenizer import get_tokenizer
+    tok = get_tokenizer("gpt2")
+    prompt = [tok.eot_id] + tok.encode("Once upon a time")
+    ours, hf = GPT(GPTConfig(**SHAPE)).eval(), _hf_gpt2(train=False)
+    print(f"33M shape, random init: ours {ours.num_params(False) / 1e6:.1f}M parameters, HF "
+          f"{sum(p.numel() for p in hf.parameters()) / 1e6:.1f}M ({hf.config._attn_implementation} attention); "
+          f"prompt {len(prompt)} tokens, {args.tokens} new tokens, greedy")
+    runs = {  # name -> generate(x, n): n new tokens after x (B, T), exactly n (no stop ids; HF: min_new_tokens)
+        "ours, KV cache": lambda x, n: ours.generate(x, n, temperature=0, use_cache=True),
+        "ours, no cache": lambda x, n: ours.generate(x, n, temperature=0, use_cache=False),
+        "HF, KV cache": lambda x, n: hf.generate(x, attention_mask=torch.ones_like(x), use_cache=True, do_sample=False,
+                                                 max_new_tokens=n, min_new_tokens=n, pad_token_id=tok.eot_id),
+    }
+    uncached = {tuple(s.split(":")) for s in args.uncached.split(",") if s}  # {(dtype, batch)}
+    for dtype in args.dtypes.split(","):
+        for B in (int(b) for b in args.batches.split(",")):
+            x, dts, out = torch.tensor([prompt] * B), {}, {}
+            names = [n for n in runs if "no cache" not in n or (dtype, str(B)) in uncached]
+            with autocast("cpu", dtype):
+                for name in names:
+                    runs[name](x, 8)  # warm-up: kernel selection, first allocations
+                # cached runs take turns (ours, HF, ours, ...) so that a burst of load from other jobs hits both
+                for r in range(args.repeat):
+                    for name in names:
+                        if "no cache" in name and r:  # minutes per run: once
+                            continue
+                        t0 = time.perf_counter()
+                        out[name] = runs[name](x, args.tokens)
+                        dts.setdefault(name, []).append(time.perf_counter() - t0)
+            tps = {}
+            for name in names:
+                assert out[name].shape == (B, len(prompt) + args.tokens), out[name].shape
+                dt = min(dts[name])  # best of the runs
+                tps[name], ms = B * args.tokens / dt, 1000 * dt / args.tokens  # ms per step: B new tokens
+                print(f"{dtype:8s} B={B} {name:15s}: {tps[name]:8.1f} tokens/s | {ms:7.2f} ms/step | {ms / B:6.2f} "
+                      f"ms/token | runs: {' '.join(f'{d:.2f}' for d in dts[name])} s", flush=True)
+            notes = [f"ours / HF {tps['ours, KV cache'] / tps['HF, KV cache']:.2f}x"]
+            if "ours, no cache" in tps:
+                same = (out["ours, KV cache"] == out["ours, no cache"]).float().mean().item()
+                notes.append(f"KV cache speed-up {tps['ours, KV cache'] / tps['ours, no cache']:.1f}x (greedy "
+                             f"tokens equal to the uncached run's: {100 * same:.0f}%)")
+            print(f"{dtype:8s} B={B} " + ", ".join(notes) + f" | load {os.getloadavg()[0]:.2f}", flush=True)
+    if args.profile:  # the cached decode loop at batch 1 in fp32: per-step overhead vs the weight-bound matmuls
+        x = torch.tensor([prompt])
+        print(f"\nprofile: ours, KV cache, fp32, B=1, 100 new tokens")
+        _profile(lambda: runs["ours, KV cache"](x, 100))
+
+
+def bench_train(args):
+    """One full optimizer step (forward, backward, grad clip at 1.0, fused AdamW step) on random ids, batch
+    args.batch_size x block 512. Warm-up steps are excluded; prints the median and the best of args.steps steps.
+    MFU = tokens/s x model.estimate_flops_per_token(512) / the measured matmul peak of the step's dtype."""
+    torch = _setup(args)
+    from common import autocast, measure_peak_flops, resolve_dtype
+    from model import GPT, GPTConfig
+    B, T = args.batch_size, SHAPE["block_size"]
+    auto = resolve_dtype("auto", "cpu")  # bfloat16 on this box's avx512_bf16 CPU
+    peak = {d: max(measure_peak_flops("cpu", d) for _ in range(3)) for d in dict.fromkeys((auto, "float32"))}
+    ids = [torch.randint(0, SHAPE["vocab_size"], (B, T + 1)) for _ in range(4)]
+    batches = [(b[:, :-1].contiguous(), b[:, 1:].contiguous()) for b in ids]  # inputs, next-token targets
+    flops_per_token = GPT(GPTConfig(**SHAPE)).estimate_flops_per_token(T)
+    print(f"33M shape, batch {B} x {T} = {B * T:,} tokens/step, {flops_per_token / 1e6:.1f} MFLOP/token; measured "
+          f"peak " + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s" for d, p in peak.items()) + "; step time: median "
+          f"(best) of {args.steps} after {args.warmup} warm-up steps")
+
+    def make_step(name, dtype, compile=False):
+        """(step, model): step(i) runs one optimizer step on batch i and returns the loss."""
+        model = _hf_gpt2(train=True) if name == "HF" else GPT(GPTConfig(**SHAPE)).train()
+        # the same AdamW settings for both (train.py's defaults): configure_optimizers only reads .parameters()
+        opt = GPT.configure_optimizers(model, 0.1, 6e-4, (0.9, 0.95), "cpu")
+        fwd = torch.compile(model) if compile else model
+
+        def step(i):
+            x, y = batches[i % len(batches)]
+            with autocast("cpu", dtype):
+                loss = fwd(input_ids=x, labels=x).loss if name == "HF" else fwd(x, y)[1]  # HF shifts labels itself
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss.item()
+        return step, model
+
+    runs = [("ours", auto, False), ("HF", auto, False), ("ours", "float32", False), ("ours", auto, True)]
+    results = {}
+    for name, dtype, compile in runs:
+        if compile and args.no_compile:
+            continue
+        label = f"{name}{' compile' if compile else ''} {dtype}"
+        step, _ = make_step(name, dtype, compile)
+        t0 = time.perf_counter()
+        step(0)  # compiles when compile=True
+        first = time.perf_counter() - t0
+        for i in range(1, args.warmup):
+            step(i)
+        dts, losses = [], []
+        for i in range(args.steps):
+            t0 = time.perf_counter()
+            losses.append(step(i))
+            dts.append(time.perf_counter() - t0)
+        med, best = sorted(dts)[len(dts) // 2], min(dts)
+        tps = B * T / med
+        results[label] = tps
+        print(f"{label:22s}: {tps:7,.0f} tokens/s ({B * T / best:,.0f} best) | {1000 * med:6.0f} ms/step | MFU "
+              f"{100 * tps * flops_per_token / peak[dtype]:4.1f}% of {dtype} peak | first step {first:5.1f} s"
+              + (f" (compile ~{first - med:.0f} s)" if compile else "") + f" | loss {losses[0]:.3f} -> "
+              f"{losses[-1]:.3f} | load {os.getloadavg()[0]:.2f}", flush=True)
+    base = f"ours {auto}"
+    print(f"ours / HF ({auto}): {results[base] / results[f'HF {auto}']:.2f}x")
+    if args.profile:  # one bf16 step of ours, after warm-up
+        step, _ = make_step("ours", auto)
+        step(0), step(1)
+        print(f"\nprofile: ours, {auto}, one training step")
+        _profile(lambda: step(2))
+
+
+MODES = {"prepare": bench_prepare, "sample": bench_sample, "train": bench_train}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", required=True, choices=sorted(MODES))
     ap.add_argument("--mb", type=int, default=40, help="prepare: MB of story text to build")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is printed")
+    ap.add_argument("--no_malloc_tweak", action="store_true", help="sample/train: glibc's malloc defaults, i.e. "
+                    "without common.keep_freed_memory() (what a plain HF script gets)")
+    ap.add_argument("--profile", action="store_true", help="sample/train: then print torch.profiler's top ops")
+    ap.add_argument("--tokens", type=int, default=500, help="sample: new tokens per generate call")
+    ap.add_argument("--batches", default="1,8", help="sample: batch sizes")
+    ap.add_argument("--uncached", default="float32:1", help="sample: dtype:batch pairs that also run without the "
+                    "KV cache (once: minutes per run), e.g. float32:1,bfloat16:1")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="sample: autocast dtypes")
+    ap.add_argument("--steps", type=int, default=8, help="train: timed steps per variant")
+    ap.add_argument("--warmup", type=int, default=2, help="train: untimed steps first")
+    ap.add_argument("--batch_size", type=int, default=8, help="train: sequences of 512 tokens per step")
+    ap.add_argument("--no_compile", action="store_true", help="train: skip the torch.compile variant")
     args = ap.parse_args()
     MODES[args.mode](args)

@@ -5,7 +5,7 @@ out_dir = "out-tinystories-byt5-cpu"
 dataset = "tinystories"
 tokenizer = "byte"
 arch = "encoder_decoder"
-eval_interval = 150
+eval_interval = 200
 eval_tokens = 16_384           # during training: the first 16k val bytes; the last evaluation scores all of val
 log_interval = 10
 
@@ -33,7 +33,7 @@ tie_weights = True
 learning_rate = 2e-3
 weight_decay = 0.1
 grad_clip = 1.0
-warmup_iters = 50
+warmup_iters = 20
 max_iters = 600
 lr_decay_iters = 600
 min_lr = 2e-4
