@@ -5,6 +5,7 @@ Micro-benchmarks, one per --mode, each printing throughput on this machine:
     python bench.py --mode=sample             # generate() tokens/s, KV cache on/off, fp32/bf16, vs HF GPT2LMHeadModel
     python bench.py --mode=train              # training step tokens/s and MFU: bf16, HF bf16, fp32, torch.compile
     python bench.py --mode=train --profile    # ... then the top ops of one bf16 step (torch.profiler)
+    python bench.py --mode=train --out_vocab=6997     # ... plus GPTConfig.out_vocab on ids drawn from 6,997 of them
     python bench.py --mode=sample --no_malloc_tweak   # the same without common.keep_freed_memory (glibc defaults)
 
 sample and train use the 33M shape (6 layers x 384 wide x 6 heads, block 512, GPT-2 vocab), random weights and
@@ -145,23 +146,29 @@ def bench_sample(args):
 def bench_train(args):
     """One full optimizer step (forward, backward, grad clip at 1.0, fused AdamW step) on random ids, batch
     args.batch_size x block 512. Warm-up steps are excluded; prints the median and the best of args.steps steps.
-    MFU = tokens/s x model.estimate_flops_per_token(512) / the measured matmul peak of the step's dtype."""
+    MFU = tokens/s x model.estimate_flops_per_token(512) / the measured matmul peak of the step's dtype, measured
+    before and after the runs (the larger is kept: a neighbour's job during one measurement would inflate MFU)."""
     torch = _setup(args)
     from common import autocast, measure_peak_flops, resolve_dtype
     from model import GPT, GPTConfig
     B, T = args.batch_size, SHAPE["block_size"]
     auto = resolve_dtype("auto", "cpu")  # bfloat16 on this box's avx512_bf16 CPU
-    peak = {d: max(measure_peak_flops("cpu", d) for _ in range(3)) for d in dict.fromkeys((auto, "float32"))}
+    dtypes = list(dict.fromkeys((auto, "float32")))
+    peak = {d: max(measure_peak_flops("cpu", d) for _ in range(3)) for d in dtypes}
     ids = [torch.randint(0, SHAPE["vocab_size"], (B, T + 1)) for _ in range(4)]
-    batches = [(b[:, :-1].contiguous(), b[:, 1:].contiguous()) for b in ids]  # inputs, next-token targets
-    flops_per_token = GPT(GPTConfig(**SHAPE)).estimate_flops_per_token(T)
-    print(f"33M shape, batch {B} x {T} = {B * T:,} tokens/step, {flops_per_token / 1e6:.1f} MFLOP/token; measured "
-          f"peak " + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s" for d, p in peak.items()) + "; step time: median "
-          f"(best) of {args.steps} after {args.warmup} warm-up steps")
+    # out_vocab: ids drawn from a fixed set of K, as TinyStories uses a fraction of GPT-2's 50,257 (train.py's
+    # --out_vocab_from_data keeps the ids train.bin holds, 6,997 in the shared excerpt)
+    kept = torch.randperm(SHAPE["vocab_size"])[:args.out_vocab].sort().values if args.out_vocab else None
+    print(f"33M shape, batch {B} x {T} = {B * T:,} tokens/step; step time: median (best) of {args.steps} after "
+          f"{args.warmup} warm-up steps")
 
-    def make_step(name, dtype, compile=False):
-        """(step, model): step(i) runs one optimizer step on batch i and returns the loss."""
-        model = _hf_gpt2(train=True) if name == "HF" else GPT(GPTConfig(**SHAPE)).train()
+    def make_step(name, dtype, compile=False, out_vocab=0):
+        """(step, flops per token): step(i) runs one optimizer step on batch i and returns the loss."""
+        model = _hf_gpt2(train=True) if name == "HF" else GPT(GPTConfig(**SHAPE, out_vocab=out_vocab)).train()
+        data = ids if not out_vocab else [kept[b % out_vocab] for b in ids]
+        if out_vocab:
+            model.kept_ids.copy_(kept)
+        batches = [(b[:, :-1].contiguous(), b[:, 1:].contiguous()) for b in data]  # inputs, next-token targets
         # the same AdamW settings for both (train.py's defaults): configure_optimizers only reads .parameters()
         opt = GPT.configure_optimizers(model, 0.1, 6e-4, (0.9, 0.95), "cpu")
         fwd = torch.compile(model) if compile else model
@@ -175,15 +182,16 @@ def bench_train(args):
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss.item()
-        return step, model
+        # HF's GPT-2 has the same dims, so the same FLOPs as ours (its 50,257 vs our 50,304 padded rows: 0.1%)
+        return step, GPT(GPTConfig(**SHAPE, out_vocab=out_vocab)).estimate_flops_per_token(T)
 
-    runs = [("ours", auto, False), ("HF", auto, False), ("ours", "float32", False), ("ours", auto, True)]
-    results = {}
-    for name, dtype, compile in runs:
-        if compile and args.no_compile:
-            continue
-        label = f"{name}{' compile' if compile else ''} {dtype}"
-        step, _ = make_step(name, dtype, compile)
+    runs = [("ours", auto, False, 0), ("HF", auto, False, 0), ("ours", "float32", False, 0)]
+    runs += [("ours", auto, True, 0)] if not args.no_compile else []
+    runs += [("ours", auto, False, args.out_vocab)] if args.out_vocab else []
+    results = []
+    for name, dtype, compile, out_vocab in runs:
+        label = f"{name} {dtype}{', compile' if compile else ''}{f', out_vocab={out_vocab}' if out_vocab else ''}"
+        step, flops = make_step(name, dtype, compile, out_vocab)
         t0 = time.perf_counter()
         step(0)  # compiles when compile=True
         first = time.perf_counter() - t0
@@ -195,14 +203,17 @@ def bench_train(args):
             losses.append(step(i))
             dts.append(time.perf_counter() - t0)
         med, best = sorted(dts)[len(dts) // 2], min(dts)
-        tps = B * T / med
-        results[label] = tps
-        print(f"{label:22s}: {tps:7,.0f} tokens/s ({B * T / best:,.0f} best) | {1000 * med:6.0f} ms/step | MFU "
-              f"{100 * tps * flops_per_token / peak[dtype]:4.1f}% of {dtype} peak | first step {first:5.1f} s"
-              + (f" (compile ~{first - med:.0f} s)" if compile else "") + f" | loss {losses[0]:.3f} -> "
-              f"{losses[-1]:.3f} | load {os.getloadavg()[0]:.2f}", flush=True)
-    base = f"ours {auto}"
-    print(f"ours / HF ({auto}): {results[base] / results[f'HF {auto}']:.2f}x")
+        results.append((label, dtype, B * T / med, flops))
+        print(f"{label:34s}: {B * T / med:6,.0f} tokens/s ({B * T / best:,.0f} best) | {1000 * med:5.0f} ms/step "
+              f"| first step {first:4.1f} s" + (f" (compile ~{first - med:.0f} s)" if compile else "")
+              + f" | loss {losses[0]:.3f} -> {losses[-1]:.3f} | load {os.getloadavg()[0]:.2f}", flush=True)
+    peak = {d: max(peak[d], measure_peak_flops("cpu", d)) for d in dtypes}
+    print("measured peak " + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s" for d, p in peak.items()))
+    for label, dtype, tps, flops in results:
+        print(f"{label:34s}: {tps:6,.0f} tokens/s, {flops / 1e6:.1f} MFLOP/token, MFU "
+              f"{100 * tps * flops / peak[dtype]:4.1f}% of the {dtype} peak")
+    tps = {label: t for label, _, t, _ in results}
+    print(f"ours / HF ({auto}): {tps[f'ours {auto}'] / tps[f'HF {auto}']:.2f}x")
     if args.profile:  # one bf16 step of ours, after warm-up
         step, _ = make_step("ours", auto)
         step(0), step(1)
@@ -229,5 +240,7 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=2, help="train: untimed steps first")
     ap.add_argument("--batch_size", type=int, default=8, help="train: sequences of 512 tokens per step")
     ap.add_argument("--no_compile", action="store_true", help="train: skip the torch.compile variant")
+    ap.add_argument("--out_vocab", type=int, default=0, help="train: also GPTConfig.out_vocab=K on ids drawn from K "
+                    "(0 = skip)")
     args = ap.parse_args()
     MODES[args.mode](args)
