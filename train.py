@@ -228,10 +228,10 @@ def evaluate(split, max_tokens=0):
     out = {"split": split, "tokens": tokens, "bytes": n_bytes, "loss": nats / tokens,
            "perplexity": math.exp(min(nats / tokens, 700)), "bpb": nats / (math.log(2) * max(n_bytes, 1))}
     if enc_dec:
-        span_losses = []
+        span_losses, n_tokens = [], len(open_tokens(path))
+        span_len = seq2seq_window_len("span", block_size, tgt_len, noise_density, mean_span)
         for g in range(8):  # fixed: the same 8 batches from the same seeds every run
-            starts = window_starts(len(open_tokens(path)), seq2seq_window_len("span", block_size, tgt_len,
-                                   noise_density, mean_span), (batch_size,), g)
+            starts = window_starts(n_tokens, span_len, (batch_size,), g)
             src, tgt_in, y = seq2seq_batch(path, starts, tok, "span", block_size, tgt_len, noise_density,
                                            mean_span, g, device)
             with ctx:
