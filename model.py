@@ -109,6 +109,25 @@ class CrossEntropy(torch.autograd.Function):
         return out, None, None
 
 
+class Linear(nn.Linear):
+    """nn.Linear with a CPU decoding fast path. Decoding feeds a few rows (B sequences x 1 token) through every
+    weight matrix, so it is bound by reading the weights. For x (rows, in) in fp32 MKL computes x W^T with one row as
+    a matrix-vector product on one core (~13 GB/s of weights on the dev box), but W x^T (two or more columns) as a
+    matrix product on all cores (~40 GB/s): 2x the batch-1 tokens/s of generate (README, Benchmarks). So without
+    autograd or autocast, at most 8 rows (the gain shrinks as rows grow) go through W x^T, one row padded to two."""
+
+    def forward(self, x):
+        rows = x.numel() // x.size(-1)
+        if (rows > 8 or x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32
+                or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")):
+            return super().forward(x)
+        x2 = x.reshape(rows, -1)                                     # (rows, in)
+        x2 = torch.cat([x2, x2]) if rows == 1 else x2                # a one-column product takes the one-core path
+        y = torch.mm(self.weight, x2.t())[:, :rows].t()              # (out, rows) -> (rows, out)
+        y = y if self.bias is None else y + self.bias
+        return y.reshape(*x.shape[:-1], -1).contiguous()             # (..., out)
+
+
 class Attention(nn.Module):
     """Multi-head attention through F.scaled_dot_product_attention, with two switches:
     causal (decoder self-attention) and cross (queries from x, keys/values from the encoder output)."""
@@ -118,11 +137,11 @@ class Attention(nn.Module):
         self.n_head, self.causal, self.cross = config.n_head, causal, cross
         C = config.n_embd
         if cross:
-            self.c_q = nn.Linear(C, C, bias=config.bias)
-            self.c_kv = nn.Linear(C, 2 * C, bias=config.bias)
+            self.c_q = Linear(C, C, bias=config.bias)
+            self.c_kv = Linear(C, 2 * C, bias=config.bias)
         else:
-            self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)  # q, k, v fused in one matmul
-        self.c_proj = nn.Linear(C, C, bias=config.bias)
+            self.c_attn = Linear(C, 3 * C, bias=config.bias)  # q, k, v fused in one matmul
+        self.c_proj = Linear(C, C, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rope=None, mem=None, mem_mask=None, cache=None, pos=0):
@@ -168,8 +187,8 @@ class MLP(nn.Module):
         hidden = config.mlp_hidden or (4 * config.n_embd if not gated else (8 * config.n_embd // 3 + 63) // 64 * 64)
         self.act = {"gelu": F.gelu, "swiglu": F.silu, "geglu": F.gelu}[config.mlp]
         self.gated = gated
-        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if gated else hidden, bias=config.bias)
-        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 2 * hidden if gated else hidden, bias=config.bias)
+        self.c_proj = Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -225,7 +244,7 @@ class GPT(nn.Module):
         if enc_dec:
             self.transformer.enc_h = nn.ModuleList([Block(config, causal=False) for _ in range(config.n_enc_layer)])
             self.transformer.enc_ln_f = make_norm(config)
-        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
+        self.lm_head = Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight  # one tensor, two names
         if config.out_vocab:

@@ -290,6 +290,7 @@ import subprocess
 import sys
 
 import torch
+import torch.nn.functional as F
 
 from batches import span_corruption, splice
 from common import configure, load_model, save_checkpoint
@@ -322,6 +323,22 @@ def test_causal_and_cache_matches_no_cache(arch, rope, tie, norm, mlp):
     a = m.generate(idx[:, :5], 40, temperature=0, src=src)
     b = m.generate(idx[:, :5], 40, temperature=0, src=src, use_cache=False)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_decoding_path_matches_nn_linear(bias):
+    from model import Linear
+    torch.manual_seed(0)
+    lin = Linear(48, 80, bias=bias)
+    for shape in [(1, 1, 48), (2, 1, 48), (8, 1, 48), (3, 3, 48), (1, 48)]:  # 1, 2, 8 rows: W x^T; 9 rows: nn.Linear
+        x = torch.randn(shape)
+        with torch.no_grad():
+            y = lin(x)
+        assert y.shape == (*shape[:-1], 80) and y.is_contiguous()
+        torch.testing.assert_close(y, F.linear(x, lin.weight, lin.bias), rtol=1e-5, atol=1e-5)
+    y = lin(torch.randn(1, 1, 48))  # with autograd on, gradients flow as through nn.Linear
+    y.sum().backward()
+    assert lin.weight.grad is not None
 
 
 def test_encoder_is_bidirectional_and_decoder_sees_it():
