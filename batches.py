@@ -114,14 +114,17 @@ def splice(src, tgt, sentinel_ids):
     return np.array(out, dtype=np.int64)
 
 
-def seq2seq_batch(path, starts, tok, objective, src_len, tgt_len, noise_density, mean_span, seed, device):
+def seq2seq_batch(path, starts, tok, objective, src_len, tgt_len, noise_density, mean_span, seed, device,
+                  dec_prefix=0):
     """One encoder-decoder batch of fixed shapes: src (B, S), tgt_in (B, T'), targets (B, T'), where tgt_in is
-    targets shifted right behind PAD (T5's decoder start id) and targets of -1 are skipped by the loss.
+    the decoder's ids shifted right behind PAD (T5's decoder start id) and targets of -1 are skipped by the loss.
       'span'    span corruption of a raw window sized to fill src_len exactly (S = src_len)
       'prefix'  continuation: a window of src_len + tgt_len ids is cut at a random point k in [1, src_len]; the
-                encoder gets the first k ids (right-padded with PAD), the decoder predicts the next tgt_len"""
+                encoder gets the first k ids (right-padded with PAD). The decoder reads the last m = min(k,
+                dec_prefix) of them again as its own left context (targets -1: read, not scored), then predicts
+                the next tgt_len - m"""
     data, rng = open_tokens(path), np.random.default_rng(seed)
-    srcs, tgts = [], []
+    srcs, tgts, skips = [], [], []
     for s in starts.tolist():
         if objective == "span":
             raw = data[s:s + span_raw_length(src_len, noise_density, mean_span)].astype(np.int64)
@@ -129,12 +132,17 @@ def seq2seq_batch(path, starts, tok, objective, src_len, tgt_len, noise_density,
         else:
             w, k = data[s:s + src_len + tgt_len].astype(np.int64), int(rng.integers(1, src_len + 1))
             src = np.concatenate([w[:k], np.full(src_len - k, tok.pad_id)])
-            tgt = w[k:k + tgt_len]
+            m = min(k, dec_prefix)
+            tgt = w[k - m:k - m + tgt_len]
+            skips.append(m)
         srcs.append(src)
         tgts.append(tgt)
     src = torch.from_numpy(np.stack(srcs))
-    targets = torch.from_numpy(np.stack(tgts))
-    tgt_in = torch.cat([torch.full_like(targets[:, :1], tok.pad_id), targets[:, :-1]], dim=1)
+    dec = torch.from_numpy(np.stack(tgts))  # (B, T') the ids the decoder reads and predicts
+    tgt_in = torch.cat([torch.full_like(dec[:, :1], tok.pad_id), dec[:, :-1]], dim=1)
+    targets = dec.clone()
+    for row, m in enumerate(skips):
+        targets[row, :m] = -1
     return to_device(src, device), to_device(tgt_in, device), to_device(targets, device)
 
 
@@ -143,18 +151,22 @@ def seq2seq_window_len(objective, src_len, tgt_len, noise_density, mean_span):
     return span_raw_length(src_len, noise_density, mean_span) if objective == "span" else src_len + tgt_len
 
 
-def eval_continuation(path, src_len, tgt_len, tok, batch_size, max_tokens=0):
+def eval_continuation(path, src_len, tgt_len, tok, batch_size, max_tokens=0, dec_prefix=0):
     """Fixed continuation evaluation for the encoder-decoder: the file (one EOT in front) cut into non-overlapping
-    chunks of tgt_len targets; each chunk's encoder input is the src_len ids before it (PAD-padded at the start of
-    the file), so every id is predicted exactly once. Yields batches (src (b, S), tgt_in (b, t), targets (b, t))."""
+    chunks of tgt_len - dec_prefix targets; each chunk's encoder input is the src_len ids before it (PAD-padded at
+    the start of the file) and the decoder reads the last dec_prefix of those again (targets -1, as in training),
+    so every id is predicted exactly once. Yields batches (src (b, S), tgt_in (b, t), targets (b, t))."""
     data = np.concatenate([[tok.eot_id], open_tokens(path)]).astype(np.int64)
     n = len(data) if max_tokens <= 0 else min(len(data), max_tokens + 1)
-    rows = []
-    for i in range(1, n, tgt_len):
+    step, rows = tgt_len - dec_prefix, []
+    for i in range(1, n, step):
         ctx = data[max(0, i - src_len):i]
-        targets = data[i:min(i + tgt_len, n)]
+        lo = i - dec_prefix  # < 0 near the start of the file: PAD in front, as the decoder's start id
+        dec = np.concatenate([np.full(max(0, -lo), tok.pad_id), data[max(0, lo):min(i + step, n)]])
+        targets = dec.copy()
+        targets[:dec_prefix] = -1
         rows.append((np.concatenate([ctx, np.full(src_len - len(ctx), tok.pad_id)]),
-                     np.concatenate([[tok.pad_id], targets[:-1]]), targets))
-        if len(rows) == batch_size or i + tgt_len >= n or len(targets) < tgt_len or i + 2 * tgt_len > n:
+                     np.concatenate([[tok.pad_id], dec[:-1]]), targets))
+        if len(rows) == batch_size or i + step >= n or i + 2 * step > n:
             yield tuple(torch.from_numpy(np.stack(col)) for col in zip(*rows))  # only the last chunk is short
             rows = []

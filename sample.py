@@ -83,8 +83,10 @@ def write(prompt):
             warned = True
         ids = ids[-limit:]
     x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    if enc_dec:  # the encoder reads the prompt; the decoder starts from PAD (T5's start id) and writes what follows
-        src, x = x, torch.full((num_samples, 1), tok.pad_id, dtype=torch.long, device=device)
+    if enc_dec:  # the encoder reads the prompt; the decoder starts from PAD (T5's start id), reads the prompt's
+        # last dec_prefix ids again (as in training) and writes what follows
+        m = min(ckpt["config"].get("dec_prefix", 0), len(ids))
+        src, x = x, torch.tensor([[tok.pad_id] + ids[len(ids) - m:]] * num_samples, dtype=torch.long, device=device)
     n = 0
     with ctx:
         y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,

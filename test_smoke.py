@@ -552,7 +552,7 @@ def test_every_config_runs_a_few_iterations(workdir, cfg):
     enc_dec = "encoder_decoder" in (REPO / "config" / cfg).read_text()
     out = run([str(REPO / "train.py"), str(REPO / "config" / cfg), *TINY, "--max_iters=2", "--eval_interval=2",
                "--gradient_accumulation_steps=1", "--mlp_hidden=0", f"--out_dir=cfg-{cfg}", "--tgt_len=16",
-               *(["--n_enc_layer=1"] if enc_dec else [])], workdir)
+               *(["--n_enc_layer=1", "--dec_prefix=4"] if enc_dec else [])], workdir)
     assert len(losses(out)) == 2
     if enc_dec:
         s = run([str(REPO / "sample.py"), f"--out_dir=cfg-{cfg}", "--max_new_tokens=10", "--num_samples=1"],

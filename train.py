@@ -65,7 +65,8 @@ out_vocab_from_data = False  # score only the ids train.bin holds, plus one shar
 span_ratio = 0.5            # share of micro-steps of span corruption; the rest are continuation
 noise_density = 0.15        # ByT5: 15% of the bytes are corrupted...
 mean_span = 20.0            # ...in spans of 20 bytes on average
-tgt_len = 128               # decoder targets per continuation sample (the encoder gets up to block_size before)
+tgt_len = 128               # decoder length per continuation sample (the encoder gets up to block_size before)
+dec_prefix = 0              # continuation: the decoder also reads the source's last dec_prefix ids (not scored)
 # optimizer: AdamW, linear warmup then cosine decay to min_lr
 learning_rate = 6e-4        # peak learning rate
 max_iters = 5000            # optimizer steps
@@ -109,6 +110,8 @@ if ddp:
                          f"multiple of the {ddp_world_size} DDP ranks")
 else:
     ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
+if not 0 <= dec_prefix < tgt_len:
+    raise SystemExit(f"config error: dec_prefix={dec_prefix} must be at least 0 and below tgt_len={tgt_len}")
 master_process = ddp_rank == 0  # logs, evaluates into files and writes checkpoints
 accum_steps = gradient_accumulation_steps // ddp_world_size  # micro-steps of this rank per optimizer step
 torch.manual_seed(seed + ddp_rank)  # dropout differs per rank; the weights come from rank 0 (DDP broadcasts them)
@@ -202,7 +205,7 @@ def micro_batch(it, g):
     starts = window_starts(n_train_tokens, seq2seq_window_len(objective, block_size, tgt_len, noise_density,
                                                               mean_span), (batch_size,), s)
     src, tgt_in, y = seq2seq_batch(train_path, starts, tok, objective, block_size, tgt_len, noise_density,
-                                   mean_span, s, device)
+                                   mean_span, s, device, dec_prefix)
     return {"idx": tgt_in, "src": src}, y
 
 
@@ -217,14 +220,15 @@ def evaluate(split, max_tokens=0):
     nats, tokens, n_bytes = 0.0, 0, 0
     if enc_dec:
         batches = (({"src": s, "idx": t}, y) for s, t, y in eval_continuation(path, block_size, tgt_len, tok,
-                                                                             batch_size, max_tokens))
+                                                                             batch_size, max_tokens, dec_prefix))
     else:
         batches = (({"idx": x}, y) for x, y in eval_windows(path, block_size, tok.eot_id, batch_size, max_tokens))
     for inputs, y in batches:
         with ctx:
             _, loss = raw_model(**{k: v.to(device) for k, v in inputs.items()}, targets=y.to(device))
-        nats += loss.item() * y.numel()
-        tokens, n_bytes = tokens + y.numel(), n_bytes + int(byte_lengths[y].sum())
+        scored = y[y != -1]  # the encoder-decoder's dec_prefix ids are read, not predicted
+        nats += loss.item() * scored.numel()
+        tokens, n_bytes = tokens + scored.numel(), n_bytes + int(byte_lengths[scored].sum())
     out = {"split": split, "tokens": tokens, "bytes": n_bytes, "loss": nats / tokens,
            "perplexity": math.exp(min(nats / tokens, 700)), "bpb": nats / (math.log(2) * max(n_bytes, 1))}
     if enc_dec:
