@@ -3,8 +3,9 @@
 #   python sample.py --out_dir=out-tinystories-byt5-cpu --start="Once upon a time"
 # Measured choices (README "Encoder-decoder"; 600 steps, full-val continuation bpb): at this budget the model is far
 # from converged (< 1 epoch), so no dropout (0.1: 2.23 vs 2.18 for 6+2 layers), and depth goes to the decoder, which
-# does the predicting: 6+2 layers 2.18, 3+3 2.08, 2+4 1.96 (ByT5's 3:1 encoder:decoder depth is for span
-# corruption at scale; the same layers and compute per step here); fewer span-corruption steps (10% vs 25%: 1.91 vs
+# does the predicting: 6+2 layers (128 decoder bytes) 2.18, 3+3 2.08, 2+4 1.96 (256 decoder bytes; about the same
+# compute per step; ByT5's 3:1 encoder:decoder depth is for span corruption at scale); fewer span-corruption steps
+# (10% vs 25%: 1.91 vs
 # 1.96) since continuation is what sample.py asks for.
 out_dir = "out-tinystories-byt5-cpu"
 dataset = "tinystories"
