@@ -83,14 +83,23 @@ def write(prompt):
             warned = True
         ids = ids[-limit:]
     x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    if enc_dec:  # the encoder reads the prompt; the decoder starts from PAD (T5's start id), reads the prompt's
-        # last dec_prefix ids again (as in training) and writes what follows
-        m = min(ckpt["config"].get("dec_prefix", 0), len(ids))
-        src, x = x, torch.tensor([[tok.pad_id] + ids[len(ids) - m:]] * num_samples, dtype=torch.long, device=device)
-    n = 0
+    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p, stop_ids=(tok.eot_id,), banned_ids=banned)
     with ctx:
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, top_p=top_p,
-                     stop_ids=(tok.eot_id,), banned_ids=banned, src=src if enc_dec else None)
+        if not enc_dec:
+            y = model.generate(x, max_new_tokens, **kw)
+        else:  # continue as in training, a chunk at a time: the encoder reads up to block_size ids of the text so
+            # far, the decoder starts from PAD (T5's start id), re-reads the last dec_prefix ids, writes up to
+            # tgt_len - 1 - dec_prefix more; then the text moves into the source (past tgt_len the decoder never
+            # trained, and its samples fell apart into fragments)
+            train_cfg, y = ckpt["config"], x
+            while y.size(1) - x.size(1) < max_new_tokens and not (y[:, x.size(1):] == tok.eot_id).any(1).all():
+                m = min(train_cfg.get("dec_prefix", 0), y.size(1))
+                dec = torch.cat([torch.full_like(y[:, :1], tok.pad_id), y[:, y.size(1) - m:]], dim=1)  # (B, 1+m)
+                room = max(1, train_cfg.get("tgt_len", limit) - dec.size(1))  # decoder positions left to write
+                k = min(room, max_new_tokens - (y.size(1) - x.size(1)))
+                out = model.generate(dec, k, src=y[:, -limit:], **kw)
+                y = torch.cat([y, out[:, dec.size(1):]], dim=1)
+    n = 0
     for row in y.tolist():
         new = row[x.size(1):]
         new = new[:new.index(tok.eot_id)] if tok.eot_id in new else new  # the story ends at EOT

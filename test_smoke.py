@@ -292,7 +292,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from batches import span_corruption, splice
+from batches import eval_continuation, seq2seq_batch, span_corruption, splice
 from common import configure, load_model, save_checkpoint
 from model import GPT, GPTConfig
 
@@ -462,6 +462,33 @@ def test_span_corruption_statistics():
         spans += [b - a - 1 for a, b in zip(bounds[:-1], bounds[1:])]
     assert abs(noise / (300 * raw_len) - 0.15) <= 0.02
     assert abs(np.mean(spans) - 20) <= 3
+
+
+@pytest.mark.parametrize("dec_prefix", [0, 5])
+def test_continuation_batches_with_dec_prefix(tmp_path, dec_prefix):
+    tok, rng = get_tokenizer("byte"), np.random.default_rng(0)
+    data = rng.integers(0, 256, 1000).astype(np.uint16)
+    path = tmp_path / "val.bin"
+    data.tofile(path)
+    # evaluation: every id of the file is a scored target exactly once, in order; the decoder re-reads the ids
+    # just before its first target, which are also the last ids of the encoder's input
+    scored = []
+    for src, tgt_in, y in eval_continuation(str(path), 16, 12, tok, 4, dec_prefix=dec_prefix):
+        assert src.shape[1] == 16 and tgt_in.shape == y.shape and (tgt_in[:, 0] == tok.pad_id).all()
+        for s, t, row in zip(src, tgt_in, y):
+            scored += row[row != -1].tolist()
+            assert (row[:dec_prefix] == -1).all() and (row[dec_prefix:] != -1).all()
+            real, ctx = s[s != tok.pad_id], t[1:dec_prefix + 1]
+            ctx = ctx[ctx != tok.pad_id]  # PAD in front of the file's first ids
+            assert torch.equal(ctx, real[len(real) - len(ctx):])
+    assert scored == data.tolist()
+    # training: the first m = min(k, dec_prefix) decoder ids repeat the source's last m and are not scored
+    src, tgt_in, y = seq2seq_batch(str(path), np.arange(0, 400, 50), tok, "prefix", 16, 12, 0.15, 20.0, 0, "cpu",
+                                   dec_prefix)
+    for s, t, row in zip(src, tgt_in, y):
+        real, m = s[s != tok.pad_id], int((row == -1).sum())
+        assert m == min(len(real), dec_prefix) and torch.equal(t[1:m + 1], real[len(real) - m:])
+        assert (row[m:] != -1).all()
 
 
 # -- train.py / sample.py end to end, on a tiny corpus the test writes
