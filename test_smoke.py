@@ -554,6 +554,10 @@ def test_eval_only_json_and_bpb(workdir):
     assert res["tokens"] == meta["tokens"] and res["bytes"] == meta["bytes"]  # every token once; EOT adds 0 bytes
     assert math.isclose(res["bpb"], res["loss"] / math.log(2) * res["tokens"] / res["bytes"], rel_tol=1e-9)
     assert math.isclose(res["perplexity"], math.exp(res["loss"]), rel_tol=1e-9) and res["iter"] == 4
+    # a shorter --block_size (e.g. a LoRA config's) still scores the model's own windows: the same result
+    run([str(REPO / "train.py"), *TINY, "--out_dir=ev", "--eval_only=True", "--init_from=resume", "--block_size=8"],
+        workdir)
+    assert json.loads((workdir / "ev" / "eval.json").read_text())["loss"] == res["loss"]
 
 
 def test_ddp_two_gloo_ranks_match_single_process(workdir):

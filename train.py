@@ -214,15 +214,17 @@ def evaluate(split, max_tokens=0):
     """Loss on the fixed windows of split: {split, tokens, bytes, loss (nats/token), perplexity, bpb}. bpb = summed
     nats / (ln 2 * UTF-8 bytes of the targets); EOT targets count in the loss and add 0 bytes. Encoder-decoder:
     loss is continuation (prefix-LM) loss, and span_loss the span-corruption loss on fixed val batches, which has
-    no bpb: it sees context on both sides of each span, so it is not comparable with left-to-right models."""
+    no bpb: it sees context on both sides of each span, so it is not comparable with left-to-right models.
+    Windows are the model's block_size, not the run's: a fine-tune or eval_only with a shorter block_size scores the
+    same windows as the run that trained the model."""
     raw_model.eval()
-    path = os.path.join(data_dir, f"{split}.bin")
+    path, T = os.path.join(data_dir, f"{split}.bin"), raw_model.config.block_size
     nats, tokens, n_bytes = 0.0, 0, 0
     if enc_dec:
-        batches = (({"src": s, "idx": t}, y) for s, t, y in eval_continuation(path, block_size, tgt_len, tok,
+        batches = (({"src": s, "idx": t}, y) for s, t, y in eval_continuation(path, T, tgt_len, tok,
                                                                              batch_size, max_tokens, dec_prefix))
     else:
-        batches = (({"idx": x}, y) for x, y in eval_windows(path, block_size, tok.eot_id, batch_size, max_tokens))
+        batches = (({"idx": x}, y) for x, y in eval_windows(path, T, tok.eot_id, batch_size, max_tokens))
     for inputs, y in batches:
         with ctx:
             _, loss = raw_model(**{k: v.to(device) for k, v in inputs.items()}, targets=y.to(device))
@@ -233,10 +235,10 @@ def evaluate(split, max_tokens=0):
            "perplexity": math.exp(min(nats / tokens, 700)), "bpb": nats / (math.log(2) * max(n_bytes, 1))}
     if enc_dec:
         span_losses, n_tokens = [], len(open_tokens(path))
-        span_len = seq2seq_window_len("span", block_size, tgt_len, noise_density, mean_span)
+        span_len = seq2seq_window_len("span", T, tgt_len, noise_density, mean_span)
         for g in range(8):  # fixed: the same 8 batches from the same seeds every run
             starts = window_starts(n_tokens, span_len, (batch_size,), g)
-            src, tgt_in, y = seq2seq_batch(path, starts, tok, "span", block_size, tgt_len, noise_density,
+            src, tgt_in, y = seq2seq_batch(path, starts, tok, "span", T, tgt_len, noise_density,
                                            mean_span, g, device)
             with ctx:
                 span_losses.append(raw_model(tgt_in, y, src=src)[1].item())
