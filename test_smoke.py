@@ -589,6 +589,13 @@ def test_every_config_runs_a_few_iterations(workdir, cfg):
         s = run([str(REPO / "sample.py"), f"--out_dir=cfg-{cfg}", "--max_new_tokens=10", "--num_samples=1"],
                 workdir)
         assert "tokens/s" in s.stdout
+        # eval_only with no config scores continuations with the checkpoint's tgt_len and dec_prefix
+        evals = []
+        for extra in ([], ["--tgt_len=16", "--dec_prefix=4"]):
+            run([str(REPO / "train.py"), *TINY, "--tokenizer=byte", "--eval_only=True", f"--out_dir=cfg-{cfg}",
+                 "--init_from=resume", *extra], workdir)
+            evals.append(json.loads((workdir / f"cfg-{cfg}" / "eval.json").read_text())["loss"])
+        assert evals[0] == evals[1]
 
 
 def test_bad_input_messages(workdir, tmp_path):

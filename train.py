@@ -95,7 +95,6 @@ globals().update(config)
 keep_freed_memory()
 device, dtype = resolve_device(device), resolve_dtype(dtype, resolve_device(device))
 device_type = device.split(":")[0]
-enc_dec = arch == "encoder_decoder"
 
 # DDP: one process per device, launched by torchrun, which sets RANK / LOCAL_RANK / WORLD_SIZE
 ddp = int(os.environ.get("RANK", -1)) != -1
@@ -152,9 +151,12 @@ else:
     model_config = GPTConfig(**{**ckpt["model_args"], "dropout": dropout})
     if init_from == "resume":
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+    if eval_only:  # score continuations the way the checkpoint was trained to write them (as sample.py does)
+        tgt_len, dec_prefix = ckpt["config"]["tgt_len"], ckpt["config"].get("dec_prefix", 0)
     if block_size > model_config.block_size:
         raise SystemExit(f"config error: block_size={block_size} exceeds the checkpoint's {model_config.block_size}")
 model = GPT(model_config)
+enc_dec = model_config.arch == "encoder_decoder"  # the checkpoint's, when one is loaded
 if ckpt is not None:
     model.load_state_dict(ckpt["model"])
 elif model_config.out_vocab:
