@@ -293,7 +293,7 @@ import torch
 import torch.nn.functional as F
 
 from batches import eval_continuation, seq2seq_batch, span_corruption, splice
-from common import configure, load_model, save_checkpoint
+from common import autocast, configure, load_model, save_checkpoint
 from model import GPT, GPTConfig
 
 FLAGS = list(itertools.product([False, True], [False, True], ["layernorm", "rmsnorm"], ["gelu", "swiglu"]))
@@ -404,13 +404,32 @@ def test_out_vocab_is_an_exact_distribution_over_all_ids():
                                                                            use_cache=False))
 
 
-def test_loss_skips_minus_one_and_matches_cross_entropy():
-    m = tiny()
-    x, y = torch.randint(0, 69, (2, 8)), torch.randint(0, 69, (2, 8))
-    y[0, :4] = -1
-    logits, loss = m(x, y)
-    ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1)
-    assert torch.allclose(loss, ref, atol=1e-6)
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_loss_and_gradients_match_cross_entropy(dtype, tie):
+    # LinearCrossEntropy computes the gradient inside forward: check loss and every parameter's gradient against
+    # lm_head + F.cross_entropy through autograd, with skipped (-1) targets, the padded vocabulary (70 -> 128 rows,
+    # whose gradient must be 0) and a scaled loss (as gradient accumulation scales it)
+    def run(fused):
+        m = tiny(tie_weights=tie).train()
+        torch.manual_seed(1)
+        x, y = torch.randint(0, 70, (3, 16)), torch.randint(0, 70, (3, 16))
+        y[0, :5] = -1
+        with autocast("cpu", dtype):
+            if fused:
+                logits, loss = m(x, y)
+                assert logits is None  # the fused op never keeps the logits
+            else:
+                loss = F.cross_entropy(m(x)[0].flatten(0, 1).float(), y.flatten(), ignore_index=-1)
+        (loss / 3).backward()
+        return loss, {k: p.grad for k, p in m.named_parameters(remove_duplicate=False)}
+    (loss, grads), (ref, ref_grads) = run(True), run(False)
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == "float32" else dict(atol=2e-3, rtol=2e-2)
+    torch.testing.assert_close(loss, ref, **tol)
+    assert grads.keys() == ref_grads.keys()
+    for k in grads:
+        torch.testing.assert_close(grads[k], ref_grads[k], **tol, msg=k)
+    assert grads["lm_head.weight"][70:].abs().max() == 0  # padded rows: never scored
 
 
 def test_banned_and_padded_ids_never_sampled():
@@ -734,10 +753,12 @@ def test_lora_adapter_file_reloads_and_refuses_other_bases(tmp_path, lora_thread
         load_lora(lora_gpt(), str(tmp_path / "lora.pt"), "gpt2")
     with pytest.raises(SystemExit, match=r"does not fit this model \(.*lora_A: adapter \(4, 32\), model \(2, 32\)"):
         load_lora(apply_lora(lora_gpt(), r=2, targets="c_attn,c_fc"), str(tmp_path / "lora.pt"))
-    with pytest.raises(SystemExit, match="match no nn.Linear; this model has: c_attn, c_fc, c_proj"):
+    with pytest.raises(SystemExit, match="match no nn.Linear; this model has: c_attn, c_fc, c_proj$"):
         apply_lora(lora_gpt(), targets=["q_proj"])
     with pytest.raises(SystemExit, match="shares its weight"):
         apply_lora(lora_gpt(), targets=["lm_head"])  # tied to wte
+    with pytest.raises(SystemExit, match="lm_head: the output layer and the loss are one fused op"):
+        apply_lora(lora_gpt(tie_weights=False), targets=["lm_head"])
 
 
 def test_lora_matches_peft(lora_threads):
