@@ -145,14 +145,15 @@ def bench_sample(args):
 
 def bench_train(args):
     """One full optimizer step (forward, backward, grad clip at 1.0, fused AdamW step) on random ids, batch
-    args.batch_size x block 512. Warm-up steps are excluded; prints the median and the best of args.steps steps.
+    args.batch_size x block 512. Warm-up steps are excluded; the variants then take args.steps timed steps by turns,
+    and each prints the median and the best of its steps.
     MFU = tokens/s x model.estimate_flops_per_token(512) / the measured matmul peak of the step's dtype, measured
     before and after the runs (the larger is kept: a neighbour's job during one measurement would inflate MFU)."""
     torch = _setup(args)
     from common import autocast, measure_peak_flops, resolve_dtype
     from model import GPT, GPTConfig
     B, T = args.batch_size, SHAPE["block_size"]
-    auto = resolve_dtype("auto", "cpu")  # bfloat16 on this box's avx512_bf16 CPU
+    auto = resolve_dtype("auto", "cpu")  # bfloat16 on a CPU with native bf16 (AVX512-BF16 or AMX)
     dtypes = list(dict.fromkeys((auto, "float32")))
     peak = {d: max(measure_peak_flops("cpu", d) for _ in range(3)) for d in dtypes}
     ids = [torch.randint(0, SHAPE["vocab_size"], (B, T + 1)) for _ in range(4)]
@@ -188,7 +189,7 @@ def bench_train(args):
     runs = [("ours", auto, False, 0), ("HF", auto, False, 0), ("ours", "float32", False, 0)]
     runs += [("ours", auto, True, 0)] if not args.no_compile else []
     runs += [("ours", auto, False, args.out_vocab)] if args.out_vocab else []
-    results = []
+    variants = {}  # label -> (dtype, step, flops, first-step seconds)
     for name, dtype, compile, out_vocab in runs:
         label = f"{name} {dtype}{', compile' if compile else ''}{f', out_vocab={out_vocab}' if out_vocab else ''}"
         step, flops = make_step(name, dtype, compile, out_vocab)
@@ -197,16 +198,23 @@ def bench_train(args):
         first = time.perf_counter() - t0
         for i in range(1, args.warmup):
             step(i)
-        dts, losses = [], []
-        for i in range(args.steps):
+        variants[label] = (dtype, step, flops, first)
+    # timed steps by turns: round i runs every variant's step i, so a slower stretch of the shared VM (a neighbour's
+    # job, a slower hour) falls on all variants alike instead of on whichever ran then
+    dts, losses = {label: [] for label in variants}, {label: [] for label in variants}
+    for i in range(args.steps):
+        for label, (_, step, _, _) in variants.items():
             t0 = time.perf_counter()
-            losses.append(step(i))
-            dts.append(time.perf_counter() - t0)
-        med, best = sorted(dts)[len(dts) // 2], min(dts)
+            losses[label].append(step(i))
+            dts[label].append(time.perf_counter() - t0)
+    results = []
+    for label, (dtype, _, flops, first) in variants.items():
+        med, best = sorted(dts[label])[len(dts[label]) // 2], min(dts[label])
         results.append((label, dtype, B * T / med, flops))
         print(f"{label:34s}: {B * T / med:6,.0f} tokens/s ({B * T / best:,.0f} best) | {1000 * med:5.0f} ms/step "
-              f"| first step {first:4.1f} s" + (f" (compile ~{first - med:.0f} s)" if compile else "")
-              + f" | loss {losses[0]:.3f} -> {losses[-1]:.3f} | load {os.getloadavg()[0]:.2f}", flush=True)
+              f"| first step {first:4.1f} s" + (f" (compile ~{first - med:.0f} s)" if "compile" in label else "")
+              + f" | loss {losses[label][0]:.3f} -> {losses[label][-1]:.3f}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
     peak = {d: max(peak[d], measure_peak_flops("cpu", d)) for d in dtypes}
     print("measured peak " + ", ".join(f"{d} {p / 1e12:.2f} TFLOP/s" for d, p in peak.items()))
     for label, dtype, tps, flops in results:
