@@ -577,6 +577,10 @@ def test_eval_only_json_and_bpb(workdir):
     run([str(REPO / "train.py"), *TINY, "--out_dir=ev", "--eval_only=True", "--init_from=resume", "--block_size=8"],
         workdir)
     assert json.loads((workdir / "ev" / "eval.json").read_text())["loss"] == res["loss"]
+    # a checkpoint path (not resume): the same scores, and iter is still the checkpoint's step
+    run([str(REPO / "train.py"), *TINY, "--out_dir=ev2", "--eval_only=True", "--init_from=ev/ckpt.pt"], workdir)
+    res2 = json.loads((workdir / "ev2" / "eval.json").read_text())
+    assert res2["loss"] == res["loss"] and res2["iter"] == 4 and res2["checkpoint"] == "ev/ckpt.pt"
 
 
 def test_ddp_two_gloo_ranks_match_single_process(workdir):

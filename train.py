@@ -152,6 +152,7 @@ else:
     if init_from == "resume":
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
     if eval_only:  # score continuations the way the checkpoint was trained to write them (as sample.py does)
+        iter_num = ckpt["iter_num"]  # eval.json names the checkpoint's step, from any init_from
         tgt_len, dec_prefix = ckpt["config"]["tgt_len"], ckpt["config"].get("dec_prefix", 0)
     if block_size > model_config.block_size:
         raise SystemExit(f"config error: block_size={block_size} exceeds the checkpoint's {model_config.block_size}")
