@@ -97,7 +97,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         logits = x @ weight.t()  # (N, Vp)
         valid, t = targets != -1, targets.clamp(min=0)
         n = valid.sum().clamp(min=1)
-        grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         # rows per chunk: on a CPU few, so a chunk's fp32 log-probs stay in cache (32 x 50k x 4 B = 6.4 MB; 8-32 rows
         # measured alike, 256 was ~15% slower); on a GPU many, as each chunk costs a handful of kernel launches
         chunk = 32 if x.device.type == "cpu" else 2048
@@ -106,11 +106,11 @@ class LinearCrossEntropy(torch.autograd.Function):
             s = slice(i, i + chunk)
             logp = torch.log_softmax(logits[s, :V], dim=-1, dtype=torch.float32)  # (chunk, V)
             nll -= (logp.gather(1, t[s, None])[:, 0] * valid[s]).sum()
-            if grad:  # d nll / d logits = softmax - onehot; a skipped target's row is 0
+            if need_grad:  # d nll / d logits = softmax - onehot; a skipped target's row is 0
                 p = logp.exp_()
                 p[torch.arange(p.size(0), device=p.device), t[s]] -= 1.0
                 torch.mul(p, (valid[s] / n)[:, None], out=logits[s, :V])
-        if grad:
+        if need_grad:
             logits[:, V:] = 0.0
             ctx.save_for_backward(x, weight, logits)  # logits now hold d loss / d logits
         return nll / n
