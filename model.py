@@ -21,6 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from kernels import Linear, LinearCrossEntropy
+
 
 @dataclass
 class GPTConfig:
@@ -76,68 +78,6 @@ def apply_rope(x, cos, sin):
     """Rotate (B, nh, T, hs) queries or keys by their positions; cos, sin: (T, hs/2). GPT-NeoX half-split layout."""
     x1, x2 = x.float().chunk(2, dim=-1)  # each (B, nh, T, hs/2); rotate in fp32, then back to x's dtype
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
-
-
-class LinearCrossEntropy(torch.autograd.Function):
-    """The output layer and its loss in one op: mean cross-entropy in nats of the logits x W^T (N, Vp) over their
-    first V columns (the rest pad the vocabulary: no probability, zero gradient) against targets (N,), skipping -1.
-    Equals F.cross_entropy(F.linear(x, W)[:, :V].float(), targets, ignore_index=-1). x (N, C), W (Vp, C), cast to
-    the autocast dtype as F.linear would be. The log-softmax runs in fp32 a chunk of rows at a time; when a gradient
-    is needed, forward turns the same log-probs into d loss / d logits = (softmax - onehot) / n, written over the
-    logits (never returned), and backward is two matmuls scaled by the incoming gradient. Against lm_head +
-    F.cross_entropy(logits.float()) that saves a softmax pass, the fp32 logits and gradient, and an (N, Vp)
-    multiply: the 33M shape's output layer and loss took ~490 instead of ~760 ms a step on this repo's CPU. The idea
-    of Liger Kernel's fused linear cross-entropy (Hsu et al. 2024, arXiv 2410.10989), chunked over rows only."""
-
-    @staticmethod
-    def forward(ctx, x, weight, targets, V):
-        if torch.is_autocast_enabled(x.device.type):
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, weight = x.to(dtype), weight.to(dtype)
-        logits = x @ weight.t()  # (N, Vp)
-        valid, t = targets != -1, targets.clamp(min=0)
-        n = valid.sum().clamp(min=1)
-        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        # rows per chunk: on a CPU few, so a chunk's fp32 log-probs stay in cache (32 x 50k x 4 B = 6.4 MB; 8-32 rows
-        # measured alike, 256 was ~15% slower); on a GPU many, as each chunk costs a handful of kernel launches
-        chunk = 32 if x.device.type == "cpu" else 2048
-        nll = torch.zeros((), dtype=torch.float32, device=x.device)
-        for i in range(0, logits.size(0), chunk):
-            s = slice(i, i + chunk)
-            logp = torch.log_softmax(logits[s, :V], dim=-1, dtype=torch.float32)  # (chunk, V)
-            nll -= (logp.gather(1, t[s, None])[:, 0] * valid[s]).sum()
-            if need_grad:  # d nll / d logits = softmax - onehot; a skipped target's row is 0
-                p = logp.exp_()
-                p[torch.arange(p.size(0), device=p.device), t[s]] -= 1.0
-                torch.mul(p, (valid[s] / n)[:, None], out=logits[s, :V])
-        if need_grad:
-            logits[:, V:] = 0.0
-            ctx.save_for_backward(x, weight, logits)  # logits now hold d loss / d logits
-        return nll / n
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight, grad = ctx.saved_tensors  # (N, C), (Vp, C), (N, Vp)
-        return (grad @ weight) * grad_out, (grad.t() @ x) * grad_out, None, None  # (N, C), (Vp, C)
-
-
-class Linear(nn.Linear):
-    """nn.Linear with a CPU decoding fast path. Decoding feeds a few rows (B sequences x 1 token) through every
-    weight matrix, so it is bound by reading the weights. For x (rows, in) in fp32 MKL computes x W^T with one row as
-    a matrix-vector product on one core (~13 GB/s of weights on the dev box), but W x^T (two or more columns) as a
-    matrix product on all cores (~40 GB/s): 2x the batch-1 tokens/s of generate (README, Benchmarks). So without
-    autograd or autocast, at most 8 rows (the gain shrinks as rows grow) go through W x^T, one row padded to two."""
-
-    def forward(self, x):
-        rows = x.numel() // x.size(-1)
-        if (rows > 8 or x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32
-                or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")):
-            return super().forward(x)
-        x2 = x.reshape(rows, -1)                                     # (rows, in)
-        x2 = torch.cat([x2, x2]) if rows == 1 else x2                # a one-column product takes the one-core path
-        y = torch.mm(self.weight, x2.t())[:, :rows].t()              # (out, rows) -> (rows, out)
-        y = y if self.bias is None else y + self.bias
-        return y.reshape(*x.shape[:-1], -1).contiguous()             # (..., out)
 
 
 class Attention(nn.Module):

@@ -327,7 +327,7 @@ def test_causal_and_cache_matches_no_cache(arch, rope, tie, norm, mlp):
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_linear_decoding_path_matches_nn_linear(bias):
-    from model import Linear
+    from kernels import Linear
     torch.manual_seed(0)
     lin = Linear(48, 80, bias=bias)
     for shape in [(1, 1, 48), (2, 1, 48), (8, 1, 48), (3, 3, 48), (1, 48)]:  # 1, 2, 8 rows: W x^T; 9 rows: nn.Linear
