@@ -6,7 +6,9 @@ import ast
 import ctypes
 import difflib
 import os
+import re
 import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -19,12 +21,33 @@ from model import GPT, GPTConfig
 # config: `python train.py config/x.py --batch_size=32`
 
 
-def configure(defaults: dict, argv: list) -> dict:
+def print_help(script: str, defaults: dict):
+    """--help: the script's docstring, then every key with its default and the comment of its line in the script's
+    defaults block (the lines between the first two `# ---` rulers)."""
+    src = open(script, encoding="utf-8").read()
+    doc = ast.get_docstring(ast.parse(src)) or ""
+    print(doc.strip() + "\n\nkeys (--key=value; config files set the same keys):")
+    block = src.split("# " + "-" * 117)[1] if src.count("# " + "-" * 117) >= 2 else ""
+    for line in block.splitlines():
+        m = re.match(r"(\w+) = .*?(?:\s+#\s?(.*))?$", line)
+        if m and m.group(1) in defaults:
+            print(f"  --{m.group(1)}={defaults[m.group(1)]!r}".ljust(36) + (f"  {m.group(2)}" if m.group(2) else ""))
+        elif line.startswith("#  "):  # a comment carried over to the next line
+            print(" " * 38 + line.lstrip("# "))
+        elif line.startswith("# "):  # a section heading
+            print(f" {line[2:]}")
+
+
+def configure(defaults: dict, argv: list, script: str | None = None) -> dict:
     """nanoGPT's configurator as a function. argv holds config files (plain Python assignments, run in a scratch
     namespace, in order) and --key=value overrides (value parsed with ast.literal_eval, else kept as a string).
     Returns a copy of defaults with the overrides applied. Every key must already be in defaults; a value must have
     the default's type, except that an int is accepted for a float and a key whose default is None takes anything.
+    --help (or -h) prints the keys of script (see print_help) and exits 0.
     Raises SystemExit with one line naming the key (and the closest valid names) on any bad key or value."""
+    if "--help" in argv or "-h" in argv:
+        print_help(script or sys.argv[0], defaults)
+        raise SystemExit(0)
     config = dict(defaults)
 
     def assign(key, value, where):
@@ -81,10 +104,19 @@ def save_checkpoint(path, model, tokenizer: str, config: dict, optimizer=None, i
     state: the tensors to store instead of the whole state dict (LoRA adapters); extra: more plain-data entries."""
     assert not hasattr(model, "_orig_mod") and not hasattr(model, "module"), "save the raw model, not the wrapper"
     ckpt = {"model": model.state_dict() if state is None else state, "model_args": asdict(model.config), "tokenizer": tokenizer,
-            "config": config, "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "config": config, "optimizer": None if optimizer is None else [o.state_dict() for o in optimizer]
+            if isinstance(optimizer, list) else optimizer.state_dict(),
             "iter_num": iter_num, "best_val_loss": best_val_loss, "git_commit": git_commit(), **(extra or {})}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    torch.save(ckpt, path + ".tmp")
+    try:
+        with open(path + ".tmp", "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a power cut after "saved" leaves no empty file
+    except BaseException:  # a full disk, a second Ctrl-C: drop the partial file, keep the previous checkpoint
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        raise
     os.replace(path + ".tmp", path)
 
 
@@ -97,12 +129,53 @@ def read_checkpoint(path, device="cpu") -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
 
+def model_args(ckpt) -> dict:
+    """The checkpoint's GPTConfig fields. Checkpoints written before tgt_len and dec_prefix were GPTConfig fields
+    kept them only in the training config: take them from there."""
+    args = dict(ckpt["model_args"])
+    for key in ("tgt_len", "dec_prefix"):
+        if key not in args and args.get("arch") == "encoder_decoder":
+            args[key] = ckpt["config"].get(key, 0)
+    return args
+
+
 def load_model(path, device="cpu"):
-    """(model, ckpt): a GPT built from the checkpoint's model_args with its weights, on device, in eval mode."""
+    """(model, ckpt): a GPT built from the checkpoint's model_args with its weights, on device, in eval mode.
+    path may be a folder written by export.py, or a Hugging Face GPT-2 / LLaMA / GPT-NeoX folder (export.load_dir)."""
+    if os.path.isdir(path):
+        from export import load_dir
+        return load_dir(path, device)
     ckpt = read_checkpoint(path, device)
-    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model = GPT(GPTConfig(**model_args(ckpt)))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
+
+
+@torch.no_grad()
+def sample_stories(model, tok, prompt: str, n: int, max_new_tokens: int, ctx, temperature=0.8, top_k=200, top_p=1.0):
+    """n stories continuing prompt, as lists of new ids (without the prompt, up to and without their EOT). A story
+    starts after EOT, as in training; the prompt keeps its last block_size ids; PAD and sentinels are never written.
+    An encoder-decoder continues a chunk at a time, as it was trained: the encoder reads up to block_size ids of the
+    text so far, the decoder starts from PAD (T5's start id), re-reads the last dec_prefix ids and writes up to
+    tgt_len - 1 - dec_prefix more; then the text moves into the source (past tgt_len its decoder never trained)."""
+    device, limit = next(model.parameters()).device, model.config.block_size
+    ids = ([tok.eot_id] + tok.encode(prompt.strip()))[-limit:]
+    x = torch.tensor([ids] * n, dtype=torch.long, device=device)
+    banned = [i for i in tok.special_ids if i != tok.eot_id]
+    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p, stop_ids=(tok.eot_id,), banned_ids=banned)
+    with ctx:
+        if model.config.arch == "decoder":
+            y = model.generate(x, max_new_tokens, **kw)
+        else:
+            y, c = x, model.config
+            while y.size(1) - x.size(1) < max_new_tokens and not (y[:, x.size(1):] == tok.eot_id).any(1).all():
+                m = min(c.dec_prefix, y.size(1))
+                dec = torch.cat([torch.full_like(y[:, :1], tok.pad_id), y[:, y.size(1) - m:]], dim=1)  # (B, 1+m)
+                k = min(max(1, c.tgt_len - dec.size(1)), max_new_tokens - (y.size(1) - x.size(1)))
+                out = model.generate(dec, k, src=y[:, -limit:], **kw)
+                y = torch.cat([y, out[:, dec.size(1):]], dim=1)
+    rows = [r[x.size(1):] for r in y.tolist()]
+    return [r[:r.index(tok.eot_id)] if tok.eot_id in r else r for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

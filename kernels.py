@@ -23,7 +23,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     multiply (RECORDS.md has the measured step times). The idea of Liger Kernel's fused linear cross-entropy (Hsu et al. 2024, arXiv 2410.10989), chunked over rows only."""
 
     @staticmethod
-    def forward(ctx, x, weight, targets, V):
+    def forward(ctx, x, weight, targets, V, offset=None):
         if torch.is_autocast_enabled(x.device.type):
             dtype = torch.get_autocast_dtype(x.device.type)
             x, weight = x.to(dtype), weight.to(dtype)
@@ -37,7 +37,8 @@ class LinearCrossEntropy(torch.autograd.Function):
         nll = torch.zeros((), dtype=torch.float32, device=x.device)
         for i in range(0, logits.size(0), chunk):
             s = slice(i, i + chunk)
-            logp = torch.log_softmax(logits[s, :V], dim=-1, dtype=torch.float32)  # (chunk, V)
+            z = logits[s, :V] if offset is None else logits[s, :V].float() + offset  # offset: in fp32, per chunk
+            logp = torch.log_softmax(z, dim=-1, dtype=torch.float32)  # (chunk, V)
             nll -= (logp.gather(1, t[s, None])[:, 0] * valid[s]).sum()
             if need_grad:  # d nll / d logits = softmax - onehot; a skipped target's row is 0
                 p = logp.exp_()
@@ -51,7 +52,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, grad = ctx.saved_tensors  # (N, C), (Vp, C), (N, Vp)
-        return (grad @ weight) * grad_out, (grad.t() @ x) * grad_out, None, None  # (N, C), (Vp, C)
+        return (grad @ weight) * grad_out, (grad.t() @ x) * grad_out, None, None, None  # (N, C), (Vp, C)
 
 
 class Linear(nn.Linear):

@@ -95,6 +95,17 @@ def lora_state_dict(model) -> dict:
     return {k: v for k, v in model.state_dict().items() if "lora_" in k}
 
 
+def save_lora(path, model, tokenizer, config, iter_num=0, best_val_loss=None, base="", extra=None):
+    """Write the adapters of model (lora_state_dict) to path, with their settings and base in the 'lora' entry that
+    load_lora reads: the one writer of the adapter format (train.py and the tests call it)."""
+    lora = next(m for m in model.modules() if isinstance(m, LoRALinear))
+    targets = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]  # full names: exact on reload
+    meta = {"r": lora.r, "alpha": lora.alpha, "dropout": lora.lora_dropout.p, "targets": ",".join(targets),
+            "base": base}
+    save_checkpoint(path, model, tokenizer, config, None, iter_num, best_val_loss, state=lora_state_dict(model),
+                    extra={**(extra or {}), "lora": meta})
+
+
 def merge_lora(model, sign=1):
     """Fold every adapter into its base weight for inference (sign=-1: unmerge). Exact up to float rounding."""
     for m in model.modules():

@@ -41,10 +41,12 @@ class GPTConfig:
     mlp_hidden: int = 0          # MLP hidden width; 0 = the default of the chosen mlp
     arch: str = "decoder"        # "decoder" | "encoder_decoder"
     n_enc_layer: int = 0         # encoder layers (encoder_decoder only; ByT5 uses 3x the decoder depth)
+    tgt_len: int = 128           # encoder_decoder: decoder positions per continuation chunk (training and sampling)
+    dec_prefix: int = 0          # encoder_decoder: the decoder re-reads the source's last dec_prefix ids (not scored)
     pad_id: int = -1             # encoder inputs equal to this id are masked out (encoder_decoder; -1 = none)
     grad_checkpoint: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
     out_vocab: int = 0           # 0: lm_head scores every id. K > 0: it scores the K ids in kept_ids (those seen in
-    #                              training) and one shared row for all others, whose probability they split equally
+    #                              training); every other id's logit is the dot product with one shared row, `other`
 
     def __post_init__(self):
         assert self.norm in ("layernorm", "rmsnorm"), f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}"
@@ -53,6 +55,7 @@ class GPTConfig:
         assert self.arch == "decoder" or self.n_enc_layer > 0, "encoder_decoder needs n_enc_layer > 0"
         assert self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
         assert not self.rope or (self.n_embd // self.n_head) % 2 == 0, "RoPE needs an even head size"
+        assert 0 <= self.dec_prefix < self.tgt_len, f"dec_prefix={self.dec_prefix} must be in [0, tgt_len)"
 
     @property
     def padded_vocab(self) -> int:
@@ -202,8 +205,9 @@ class GPT(nn.Module):
         if config.out_vocab:
             # an id the training data never holds cannot be learned, yet a 50k-row softmax pays for every one of them
             # on every token (most of a small model's FLOPs). Score the K ids seen in training (train.py fills
-            # kept_ids) plus one "other" row; each unseen id gets p(other) / (vocab_size - K): still an exact
-            # distribution over all ids, so losses and bits per byte stay comparable with a full softmax.
+            # kept_ids) plus one "other" row whose logit every unseen id shares: an ordinary full-vocab head whose
+            # unseen rows are copies of one row, so an exact distribution over all ids (losses and bits per byte
+            # compare with a full softmax) that exports as a plain lm_head (export.py), at the cost of K+1 rows.
             self.register_buffer("kept_ids", torch.zeros(config.out_vocab, dtype=torch.long))
             self.other = nn.Parameter(torch.zeros(config.n_embd))  # the weight row of the shared "other" class
         self.apply(self._init_weights)
@@ -274,19 +278,25 @@ class GPT(nn.Module):
         return self.lm_head(x)[..., :self.config.vocab_size], None  # (B, T, V): padded ids are never sampled
 
     def _out_vocab_logits(self, x, targets):
-        """forward's output head when out_vocab > 0: scores (B, T, K+1) over kept_ids and "other". Returns the
-        log-probabilities of all vocab_size ids as logits (None with targets) and the exact mean loss in nats."""
+        """forward's output head when out_vocab > 0, x (B, T, C) -> (logits, loss). The full-vocab head it stands
+        for has row kept_ids[k] = lm_head.weight[kept_ids[k]] and every other id's row = `other`, so
+        Z = sum_k exp(w_k.x) + (V - K) exp(other.x). Without targets: plain logits (B, T, vocab_size), those of that
+        head. With targets: (None, mean -log p(target) in nats), from K+1 scores: the "other" column gets
+        log(V - K) inside the softmax (its V - K copies in Z), and an unseen target then costs
+        -log p(other row) + log(V - K) = logZ - other.x. No (N, V) tensor is formed."""
         K, n_other = self.config.out_vocab, self.config.vocab_size - self.config.out_vocab
         weight = torch.cat([self.lm_head.weight[self.kept_ids], self.other[None]])  # (K+1, C)
         if targets is not None:
             row = torch.full((self.config.vocab_size,), K, dtype=torch.long, device=x.device)
             row[self.kept_ids] = torch.arange(K, device=x.device)  # id -> its row; unseen ids -> K ("other")
             t = torch.where(targets >= 0, row[targets.clamp(min=0)], -1).flatten()
-            loss = LinearCrossEntropy.apply(x.flatten(0, 1), weight, t, K + 1)  # -log p(row), then spread "other"
+            offset = torch.zeros(K + 1, device=x.device)
+            offset[K] = math.log(n_other) if n_other > 0 else -float("inf")  # no unseen id: "other" has no mass
+            loss = LinearCrossEntropy.apply(x.flatten(0, 1), weight, t, K + 1, offset)
             return None, loss + math.log(max(n_other, 1)) * (t == K).sum() / (t >= 0).sum().clamp(min=1)
-        logp = F.log_softmax(F.linear(x, weight).float(), dim=-1)  # (B, T, K+1)
-        full = (logp[..., K:] - math.log(max(n_other, 1))).expand(*logp.shape[:-1], self.config.vocab_size)
-        return full.scatter(-1, self.kept_ids.expand(*logp.shape[:-1], K), logp[..., :K]), None
+        z = F.linear(x, weight)  # (B, T, K+1)
+        full = z[..., K:].expand(*z.shape[:-1], self.config.vocab_size)  # every id: other.x ...
+        return full.scatter(-1, self.kept_ids.expand(*z.shape[:-1], K), z[..., :K]), None  # ... kept ids: their own
 
     def new_cache(self):
         """An empty decoding state for forward(..., cache=): per layer the self-attention keys/values (allocated on
@@ -361,11 +371,22 @@ class GPT(nn.Module):
         unscored = (c.padded_vocab - c.out_vocab - 1) * c.n_embd if c.out_vocab else 0  # lm_head rows not used
         return 6 * (self.num_params() - unscored) + 12 * (c.n_layer + c.n_enc_layer) * c.n_embd * T
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer="adamw"):
         """AdamW with weight decay on the matrices (>= 2-D: Linear weights, embeddings) and none on biases and norm
-        gains; the fused kernel where this torch offers it for device_type ('cuda', 'cpu', ...)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        gains; the fused kernel where this torch offers it for device_type ('cuda', 'cpu', ...). optimizer="muon":
+        torch.optim.Muon (Jordan et al. 2024, kellerjordan.github.io/posts/muon) for the blocks' 2-D weights, with
+        Moonshot's update scaling (Liu et al. 2025, arXiv 2502.16982) so it takes AdamW's learning rate and weight
+        decay; AdamW for the embeddings, the output rows and the gains, as Muon is meant for hidden layers only.
+        Returns one optimizer, or a list of two (Muon, AdamW) whose param_groups the schedule sets alike."""
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        hidden = {n for n, p in params.items() if optimizer == "muon" and p.dim() == 2 and (".h." in n or ".enc_h." in n)}
+        groups = [{"params": [p for n, p in params.items() if p.dim() >= 2 and n not in hidden],
+                   "weight_decay": weight_decay},
+                  {"params": [p for p in params.values() if p.dim() < 2], "weight_decay": 0.0}]
         fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cuda", "cpu")
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
+        adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
+        if not hidden:
+            return adamw
+        muon = torch.optim.Muon([params[n] for n in sorted(hidden)], lr=learning_rate, weight_decay=weight_decay,
+                                adjust_lr_fn="match_rms_adamw")
+        return [muon, adamw]

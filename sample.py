@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from common import autocast, configure, keep_freed_memory, load_model, resolve_device, resolve_dtype
-from tokenizer import get_tokenizer
+from common import autocast, configure, keep_freed_memory, load_model, resolve_device, resolve_dtype, sample_stories
+from tokenizer import get_tokenizer, known_word_rate, known_words
 
 # ---------------------------------------------------------------------------------------------------------------------
 out_dir = "out"             # where train.py wrote ckpt.pt
@@ -34,9 +34,11 @@ device = "auto"
 dtype = "auto"
 compile = False
 interactive = False         # read prompts from stdin until EOF or an empty line
+word_rate = False           # also print the share of generated words that occur in the train split (a fluency proxy)
+dataset = "tinystories"     # word_rate: the train split is data/<dataset>/<tokenizer>/train.bin
 # ---------------------------------------------------------------------------------------------------------------------
 config = configure({k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool,
-                    str))}, sys.argv[1:])
+                    str))}, sys.argv[1:], __file__)
 globals().update(config)
 keep_freed_memory()
 torch.manual_seed(seed)
@@ -49,8 +51,6 @@ if lora:
     from lora import load_lora
     load_lora(model, lora, ckpt["tokenizer"])
 tok = get_tokenizer(ckpt["tokenizer"])
-enc_dec = model.config.arch == "encoder_decoder"
-banned = [i for i in tok.special_ids if i != tok.eot_id]  # PAD and sentinels: never written
 print(f"loaded {out_dir}/{ckpt_name}: {model.num_params() / 1e6:.2f}M parameters, tokenizer {tok.name}, "
       f"iter {ckpt['iter_num']}" + (f", LoRA {lora}" if lora else ""))
 if compile:  # compiles the model's __call__ in place, so generate's self(...) runs the compiled forward
@@ -69,54 +69,30 @@ def read_prompt(text):
         raise SystemExit(f"cannot read the prompt file {text[5:]}: {e.strerror}")
 
 
-warned = False
-
-
 def write(prompt):
-    """Sample num_samples stories after prompt; print them and return the number of new tokens."""
-    global warned
-    ids = [tok.eot_id] + tok.encode(prompt.strip())  # a story starts after EOT, as in the training data
-    limit = model.config.block_size
-    if len(ids) > limit:
-        if not warned:
-            print(f"warning: the prompt is {len(ids)} tokens; keeping its last {limit} (block_size)", file=sys.stderr)
-            warned = True
-        ids = ids[-limit:]
-    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=device)
-    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p, stop_ids=(tok.eot_id,), banned_ids=banned)
-    with ctx:
-        if not enc_dec:
-            y = model.generate(x, max_new_tokens, **kw)
-        else:  # continue as in training, a chunk at a time: the encoder reads up to block_size ids of the text so
-            # far, the decoder starts from PAD (T5's start id), re-reads the last dec_prefix ids, writes up to
-            # tgt_len - 1 - dec_prefix more; then the text moves into the source (past tgt_len the decoder never
-            # trained, and its samples fell apart into fragments)
-            train_cfg, y = ckpt["config"], x
-            while y.size(1) - x.size(1) < max_new_tokens and not (y[:, x.size(1):] == tok.eot_id).any(1).all():
-                m = min(train_cfg.get("dec_prefix", 0), y.size(1))
-                dec = torch.cat([torch.full_like(y[:, :1], tok.pad_id), y[:, y.size(1) - m:]], dim=1)  # (B, 1+m)
-                room = max(1, train_cfg.get("tgt_len", limit) - dec.size(1))  # decoder positions left to write
-                k = min(room, max_new_tokens - (y.size(1) - x.size(1)))
-                out = model.generate(dec, k, src=y[:, -limit:], **kw)
-                y = torch.cat([y, out[:, dec.size(1):]], dim=1)
-    n = 0
-    for row in y.tolist():
-        new = row[x.size(1):]
-        new = new[:new.index(tok.eot_id)] if tok.eot_id in new else new  # the story ends at EOT
-        n += len(new)
-        print((prompt.strip() + tok.decode(new)).strip())
+    """Sample num_samples stories after prompt, print them; returns the generated texts (without the prompt)."""
+    if len(tok.encode(prompt.strip())) + 1 > model.config.block_size:
+        print(f"warning: the prompt is longer than block_size; keeping its last {model.config.block_size} tokens",
+              file=sys.stderr)
+    texts = [tok.decode(r) for r in sample_stories(model, tok, prompt, num_samples, max_new_tokens, ctx,
+                                                   temperature, top_k, top_p)]
+    for text in texts:
+        print((prompt.strip() + text).strip())
         print("---------------")
-    return n
+    return texts
 
 
-t0, n_tokens = time.time(), 0
+t0, texts = time.time(), []
 if interactive:
     print("type the start of a story; an empty line quits")
     for line in sys.stdin:
         if not line.strip():
             break
-        n_tokens += write(read_prompt(line.rstrip("\n")))
+        texts += write(read_prompt(line.rstrip("\n")))
 else:
-    n_tokens = write(read_prompt(start))
-dt = time.time() - t0
+    texts = write(read_prompt(start))
+dt, n_tokens = time.time() - t0, sum(len(tok.encode(t)) for t in texts)
 print(f"{n_tokens} tokens in {dt:.2f} s: {n_tokens / dt:.1f} tokens/s ({device}, {dtype})")
+if word_rate:  # a cheap fluency proxy, not a quality score: see tokenizer.known_word_rate
+    known = known_words(f"data/{dataset}/{tok.name}/train.bin", tok)
+    print(f"known words: {100 * known_word_rate(texts, known):.1f}% of the generated words occur in the train split")

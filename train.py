@@ -6,24 +6,40 @@ Train a nanostories model (decoder-only GPT or ByT5-style encoder-decoder): from
   torchrun --standalone --nproc_per_node=2 train.py config/tinystories_cpu.py  # DDP (NCCL on GPUs, gloo on CPUs)
   python train.py config/tinystories_33m.py --eval_only=True --init_from=resume  # scores val.bin -> out_dir/eval.json
   python train.py config/lora_tinystories_dog.py                               # LoRA on a base checkpoint (lora.py)
+  python train.py --help                                                       # every key, its default and meaning
+
+Ctrl-C (or SIGTERM) finishes the current step, writes ckpt.pt and prints the command that resumes; a second Ctrl-C
+aborts at once and leaves ckpt.pt as it was.
+
+time_budget > 0 fits the whole run (training, evaluations, checkpoints, the final evaluation and the known-word
+check) into that many seconds of wall clock. It fixes a step count, not a clock schedule: after the first
+plan_iters steps it measures the pace of a step, an evaluated token and a checkpoint write, sets max_iters and
+lr_decay_iters to the steps that fit, prints them and saves them in the checkpoint. The learning-rate schedule is
+then an ordinary function of the step, so `--time_budget=0 --max_iters=N --lr_decay_iters=N` repeats the run
+exactly (warmup_iters >= plan_iters, as in the shipped configs, makes the first steps identical too), and a resumed
+run continues the planned schedule. A schedule in elapsed seconds would make every run unrepeatable. If the pace
+later drops (a busy machine), the plan is cut to fit and the log says so.
 """
+import time
+
+t_launch = time.time()  # a time_budget counts from here: the imports below take seconds too
 import json
 import math
 import os
+import signal
 import sys
-import time
+from functools import partial
 
 import numpy as np
 import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from batches import (eval_continuation, eval_windows, get_batch, open_tokens, seq2seq_batch, seq2seq_window_len,
-                     window_starts)
-from common import autocast, configure, keep_freed_memory, measure_peak_flops, read_checkpoint, resolve_device, \
-    resolve_dtype, save_checkpoint
+from batches import evaluate, open_tokens, train_batch
+from common import (autocast, configure, keep_freed_memory, measure_peak_flops, model_args, read_checkpoint,
+                    resolve_device, resolve_dtype, sample_stories, save_checkpoint)
 from model import GPT, GPTConfig
-from tokenizer import get_tokenizer
+from tokenizer import get_tokenizer, known_word_rate, known_words
 
 # ---------------------------------------------------------------------------------------------------------------------
 # defaults: every key a config file or --key=value may set
@@ -32,7 +48,11 @@ out_dir = "out"
 eval_interval = 250         # optimizer steps between evaluations and checkpoints
 log_interval = 10           # optimizer steps between log lines
 eval_tokens = 0             # evaluations during training score the first eval_tokens targets of val.bin (0 = all);
-#                             the final one (at max_iters) and eval_only always score all of it
+#                             the final one (at max_iters) and eval_only always score all of it; the train split
+#                             is scored on eval_tokens targets (0: as many as val)
+time_budget = 0.0           # seconds for the whole run, final evaluation included (0 = off: max_iters decides)
+plan_iters = 20             # with time_budget: steps run before the pace is measured and max_iters is fixed
+word_rate_samples = 20      # at the end: stories sampled to report the share of known words (0 = off)
 eval_only = False           # score the checkpoint of init_from and write out_dir/eval.json, then exit
 init_from = "scratch"       # "scratch" | "resume" (out_dir/ckpt.pt) | path of a checkpoint to start from (LoRA)
 seed = 1337
@@ -67,7 +87,8 @@ noise_density = 0.15        # ByT5: 15% of the bytes are corrupted...
 mean_span = 20.0            # ...in spans of 20 bytes on average
 tgt_len = 128               # decoder length per continuation sample (the encoder gets up to block_size before)
 dec_prefix = 0              # continuation: the decoder also reads the source's last dec_prefix ids (not scored)
-# optimizer: AdamW, linear warmup then cosine decay to min_lr
+# optimizer: linear warmup then cosine decay to min_lr
+optimizer = "adamw"         # "adamw" | "muon" (Muon for the blocks' matrices, AdamW for the rest: see model.py)
 learning_rate = 6e-4        # peak learning rate
 max_iters = 5000            # optimizer steps
 weight_decay = 0.1
@@ -90,7 +111,7 @@ compile = False             # torch.compile the model (measured on this repo's C
 peak_flops = 0.0            # the device's peak FLOP/s in dtype for MFU; 0 = from a GPU table or measured
 # ---------------------------------------------------------------------------------------------------------------------
 config = configure({k: v for k, v in globals().items() if not k.startswith("_") and
-                    isinstance(v, (int, float, bool, str))}, sys.argv[1:])
+                    isinstance(v, (int, float, bool, str))}, sys.argv[1:], __file__)
 globals().update(config)
 keep_freed_memory()
 device, dtype = resolve_device(device), resolve_dtype(dtype, resolve_device(device))
@@ -124,11 +145,9 @@ log = print if master_process else (lambda *a, **k: None)
 data_dir = os.path.join("data", dataset, tokenizer)
 if not os.path.exists(os.path.join(data_dir, "meta.json")):
     raise SystemExit(f"no prepared data in {data_dir}: run `python prepare.py --name={dataset} --tokenizer={tokenizer}`"
-                     f" (add --source=DIR for a local copy of TinyStories, e.g. --source=../shared/data/tinystories)")
-meta = json.load(open(os.path.join(data_dir, "meta.json")))
+                     f" (add --source=DIR for local release files, e.g. --source=data/tinystories_excerpt)")
 tok = get_tokenizer(tokenizer)
-byte_lengths = torch.from_numpy(tok.token_byte_lengths())  # (V,) UTF-8 bytes per id, for bits per byte
-train_path, val_path = os.path.join(data_dir, "train.bin"), os.path.join(data_dir, "val.bin")
+train_path = os.path.join(data_dir, "train.bin")
 n_train_tokens = len(open_tokens(train_path))
 
 # model: from scratch, or from a checkpoint (resume, LoRA base)
@@ -148,12 +167,14 @@ else:
         raise SystemExit(f"{init_from} is a '{ckpt['tokenizer']}' checkpoint but this run reads '{tokenizer}' data: "
                          f"set --tokenizer={ckpt['tokenizer']} (and prepare that dataset for it)")
     # the architecture is the checkpoint's; dropout may change when fine-tuning
-    model_config = GPTConfig(**{**ckpt["model_args"], "dropout": dropout})
+    model_config = GPTConfig(**{**model_args(ckpt), "dropout": dropout})
     if init_from == "resume":
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-    if eval_only:  # score continuations the way the checkpoint was trained to write them (as sample.py does)
+        if ckpt.get("plan"):  # a budgeted run: continue its planned schedule
+            max_iters, lr_decay_iters = config["max_iters"], config["lr_decay_iters"] = \
+                ckpt["plan"]["max_iters"], ckpt["plan"]["lr_decay_iters"]
+    if eval_only:
         iter_num = ckpt["iter_num"]  # eval.json names the checkpoint's step, from any init_from
-        tgt_len, dec_prefix = ckpt["config"]["tgt_len"], ckpt["config"].get("dec_prefix", 0)
     if block_size > model_config.block_size:
         raise SystemExit(f"config error: block_size={block_size} exceeds the checkpoint's {model_config.block_size}")
 model = GPT(model_config)
@@ -167,23 +188,34 @@ elif model_config.out_vocab:
 if lora_r > 0:
     if ckpt is None or init_from == "resume":
         raise SystemExit("config error: LoRA fine-tunes a trained model: set init_from to its checkpoint path")
-    from lora import apply_lora, lora_state_dict, mark_only_lora_trainable
+    from lora import apply_lora, mark_only_lora_trainable, save_lora
     apply_lora(model, r=lora_r, alpha=lora_alpha, dropout=lora_dropout, targets=lora_targets.split(","))
     mark_only_lora_trainable(model)
 model.to(device)
 raw_model = model  # what gets evaluated and saved: never compiled or DDP-wrapped, so no '_orig_mod.' keys
 n_total, n_trainable = raw_model.num_params(False), sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer)
+optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+plan = None
 if ckpt is not None and init_from == "resume":
-    optimizer.load_state_dict(ckpt["optimizer"])
+    for opt, state in zip(optimizers, ckpt["optimizer"] if isinstance(ckpt["optimizer"], list) else [ckpt["optimizer"]]):
+        opt.load_state_dict(state)
+    plan = ckpt.get("plan")
 ckpt = None  # free the checkpoint's tensors
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16" and device_type == "cuda"))
 if compile:
     model = torch.compile(model)
 if ddp:
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == "cuda" else None)
-T_pred = tgt_len if enc_dec else block_size  # predicted tokens per sequence
+# the settings of the encoder-decoder's objectives: the model's own tgt_len / dec_prefix (a checkpoint's, if loaded)
+seq2seq = dict(span_ratio=span_ratio, noise_density=noise_density, mean_span=mean_span,
+               tgt_len=model_config.tgt_len, dec_prefix=model_config.dec_prefix) if enc_dec else None
+micro_batch = partial(train_batch, path=train_path, n_tokens=n_train_tokens, batch_size=batch_size,
+                      block_size=block_size, device=device, seed=seed, tok=tok, seq2seq=seq2seq)
+evaluate_split = lambda split, max_tokens=0: evaluate(raw_model, os.path.join(data_dir, f"{split}.bin"), tok,
+                                                      batch_size, ctx, device, max_tokens, seq2seq)
+T_pred = model_config.tgt_len if enc_dec else block_size  # predicted tokens per sequence
 tokens_per_iter = gradient_accumulation_steps * batch_size * T_pred
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
 peak = peak_flops or measure_peak_flops(device, dtype)
@@ -197,59 +229,6 @@ log(f"device {device}, dtype {dtype}, compile {compile}, peak {peak / 1e12:.2f} 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-def micro_batch(it, g):
-    """Global micro-batch g of optimizer step it: determined by (seed, it, g), so resumes and DDP ranks draw the
-    same global batch as an uninterrupted single process. Returns (model inputs dict, targets)."""
-    s = (seed * 1_000_003 + it) * 4096 + g
-    if not enc_dec:
-        x, y = get_batch(train_path, window_starts(n_train_tokens, block_size + 1, (batch_size,), s), block_size, device)
-        return {"idx": x}, y
-    objective = "span" if torch.rand((), generator=torch.Generator().manual_seed(s)) < span_ratio else "prefix"
-    starts = window_starts(n_train_tokens, seq2seq_window_len(objective, block_size, tgt_len, noise_density,
-                                                              mean_span), (batch_size,), s)
-    src, tgt_in, y = seq2seq_batch(train_path, starts, tok, objective, block_size, tgt_len, noise_density,
-                                   mean_span, s, device, dec_prefix)
-    return {"idx": tgt_in, "src": src}, y
-
-
-@torch.no_grad()
-def evaluate(split, max_tokens=0):
-    """Loss on the fixed windows of split: {split, tokens, bytes, loss (nats/token), perplexity, bpb}. bpb = summed
-    nats / (ln 2 * UTF-8 bytes of the targets); EOT targets count in the loss and add 0 bytes. Encoder-decoder:
-    loss is continuation (prefix-LM) loss, and span_loss the span-corruption loss on fixed val batches, which has
-    no bpb: it sees context on both sides of each span, so it is not comparable with left-to-right models.
-    Windows are the model's block_size, not the run's: a fine-tune or eval_only with a shorter block_size scores the
-    same windows as the run that trained the model."""
-    raw_model.eval()
-    path, T = os.path.join(data_dir, f"{split}.bin"), raw_model.config.block_size
-    nats, tokens, n_bytes = 0.0, 0, 0
-    if enc_dec:
-        batches = (({"src": s, "idx": t}, y) for s, t, y in eval_continuation(path, T, tgt_len, tok,
-                                                                             batch_size, max_tokens, dec_prefix))
-    else:
-        batches = (({"idx": x}, y) for x, y in eval_windows(path, T, tok.eot_id, batch_size, max_tokens))
-    for inputs, y in batches:
-        with ctx:
-            _, loss = raw_model(**{k: v.to(device) for k, v in inputs.items()}, targets=y.to(device))
-        scored = y[y != -1]  # the encoder-decoder's dec_prefix ids are read, not predicted
-        nats += loss.item() * scored.numel()
-        tokens, n_bytes = tokens + scored.numel(), n_bytes + int(byte_lengths[scored].sum())
-    out = {"split": split, "tokens": tokens, "bytes": n_bytes, "loss": nats / tokens,
-           "perplexity": math.exp(min(nats / tokens, 700)), "bpb": nats / (math.log(2) * max(n_bytes, 1))}
-    if enc_dec:
-        span_losses, n_tokens = [], len(open_tokens(path))
-        span_len = seq2seq_window_len("span", T, tgt_len, noise_density, mean_span)
-        for g in range(8):  # fixed: the same 8 batches from the same seeds every run
-            starts = window_starts(n_tokens, span_len, (batch_size,), g)
-            src, tgt_in, y = seq2seq_batch(path, starts, tok, "span", T, tgt_len, noise_density,
-                                           mean_span, g, device)
-            with ctx:
-                span_losses.append(raw_model(tgt_in, y, src=src)[1].item())
-        out["span_loss"] = sum(span_losses) / len(span_losses)
-    raw_model.train()
-    return out
-
-
 def get_lr(it):
     """Linear warmup for warmup_iters steps, then cosine decay to min_lr at lr_decay_iters, then min_lr."""
     if it < warmup_iters:
@@ -261,17 +240,50 @@ def get_lr(it):
 
 
 def save(name):
+    """Write out_dir/name (LoRA: only the adapters, as lora.pt / lora_best.pt); returns the seconds it took."""
+    t = time.time()
+    extra = {"dtype": dtype, "device": device, "plan": plan}  # what actually ran, where config says "auto"
     if lora_r > 0:  # adapters only: a small fraction of the base, which stays untouched at init_from
-        lora = {"r": lora_r, "alpha": lora_alpha, "dropout": lora_dropout, "targets": lora_targets, "base": init_from}
-        path = os.path.join(out_dir, "lora.pt" if name == "ckpt.pt" else "lora_" + name)  # lora_best.pt
-        save_checkpoint(path, raw_model, tokenizer, config, None, iter_num, best_val_loss,
-                        state=lora_state_dict(raw_model), extra={"lora": lora})
+        save_lora(os.path.join(out_dir, "lora.pt" if name == "ckpt.pt" else "lora_" + name), raw_model, tokenizer,
+                  config, iter_num, best_val_loss, base=init_from, extra=extra)
     else:
-        save_checkpoint(os.path.join(out_dir, name), raw_model, tokenizer, config, optimizer, iter_num, best_val_loss)
+        save_checkpoint(os.path.join(out_dir, name), raw_model, tokenizer, config, optimizers, iter_num, best_val_loss,
+                        extra=extra)
+    return time.time() - t
+
+
+def fit_iters(now, step_s, eval_s, save_s, final_s):
+    """Steps that fit in what is left of time_budget: training steps of step_s seconds, an evaluation (eval_s) and
+    two checkpoint writes (save_s each) every eval_interval steps, then the final evaluation and write (final_s)."""
+    left = t_start + time_budget * 0.98 - now - final_s  # 2%: the pace of a shared machine wanders
+    n = int(left / step_s)
+    for _ in range(3):  # the evaluations that n steps cross take time from the steps
+        n = int((left - ((iter_num + n) // eval_interval - iter_num // eval_interval) * (eval_s + 2 * save_s)) / step_s)
+    return iter_num + max(n, 0)
+
+
+def word_rate_s(step_s):
+    """Seconds the end-of-run known-word check will take: 16 of its 256 sampled tokens timed, times 16."""
+    if not word_rate_samples or not master_process:
+        return 0.0
+    t = time.time()
+    with torch.random.fork_rng():  # leaves the training RNG as it was: the run stays repeatable without a budget
+        sample_stories(raw_model.eval(), tok, "Once upon a time", word_rate_samples, 16, ctx)
+    raw_model.train()
+    return 16 * (time.time() - t) + 0.5  # + reading the train split's words
+
+
+def agree(n, op=torch.distributed.ReduceOp.MIN if ddp else None):
+    """n as every DDP rank sees it: the smallest (MIN) or largest (MAX) over ranks; n itself without DDP."""
+    if not ddp:
+        return n
+    t = torch.tensor([n], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t, op=op)
+    return t.item()
 
 
 if eval_only:
-    result = {**evaluate("val"), "checkpoint": init_from, "iter": iter_num}
+    result = {**evaluate_split("val"), "split": "val", "checkpoint": init_from, "iter": iter_num}
     log(json.dumps(result))
     if master_process:
         os.makedirs(out_dir, exist_ok=True)
@@ -282,22 +294,37 @@ if wandb_log and master_process:
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
+stop_signal = []  # the first SIGINT / SIGTERM: finish the step, save, exit 0; a second one aborts at once
+
+
+def on_signal(signum, frame):
+    if stop_signal:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        raise KeyboardInterrupt  # save_checkpoint removes its temporary file; ckpt.pt keeps what it had
+    stop_signal.append(signum)
+    log(f"\n{signal.Signals(signum).name}: finishing this step, then saving {out_dir} (again to abort at once)")
+
+
+signal.signal(signal.SIGINT, on_signal)
+signal.signal(signal.SIGTERM, on_signal)
+
 # ---------------------------------------------------------------------------------------------------------------------
 # the loop
-t_start = t0 = time.time()
-start_iter = iter_num
+t_start, t0 = t_launch, time.time()
+start_iter, eval_s, eval_n, save_s, step_times = iter_num, 0.0, 1, 0.0, []
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
-    for group in optimizer.param_groups:
+    for group in (g for opt in optimizers for g in opt.param_groups):
         group["lr"] = lr
 
     if iter_num % eval_interval == 0 or iter_num == max_iters:
-        final = iter_num == max_iters
-        val = evaluate("val", 0 if final else eval_tokens)
-        train = evaluate("train", val["tokens"])
+        final, t_eval = iter_num == max_iters, time.time()
+        val = evaluate_split("val", 0 if final else eval_tokens)
+        train = evaluate_split("train", eval_tokens or val["tokens"])
+        eval_s, eval_n = time.time() - t_eval, val["tokens"] + train["tokens"]
         log(f"eval {iter_num}: train loss {train['loss']:.4f}, val loss {val['loss']:.4f}, val bpb {val['bpb']:.4f}"
             + (f", val span loss {val['span_loss']:.4f}" if enc_dec else "")
-            + f" ({val['tokens']:,} val tokens; {time.time() - t_start:.0f}s)")
+            + f" ({val['tokens']:,} val tokens, {eval_s:.1f} s; {time.time() - t_start:.0f} s elapsed)")
         if not math.isfinite(val["loss"]):
             raise SystemExit(f"val loss is {val['loss']} at iter {iter_num}: stopping; the last good checkpoint in "
                              f"{out_dir} is untouched (lower learning_rate, or set grad_clip)")
@@ -308,14 +335,14 @@ while True:
             if val["loss"] < best_val_loss:
                 best_val_loss = val["loss"]
                 save("best.pt")
-            save("ckpt.pt")
-            log(f"saved {out_dir}/{'lora' if lora_r > 0 else 'ckpt'}.pt "
-                f"({os.path.getsize(os.path.join(out_dir, 'lora.pt' if lora_r > 0 else 'ckpt.pt')) / 1e6:.2f} MB)")
+            save_s = save("ckpt.pt")
+            log(f"saved {out_dir}/{'lora' if lora_r > 0 else 'ckpt'}.pt ({save_s:.1f} s)")
         t0 = time.time()  # evaluation time is not training time
     if iter_num >= max_iters:
         break
 
     # one optimizer step: accum_steps micro-steps, gradients synchronised across ranks only on the last one
+    t_step = time.time()
     step_loss = torch.zeros((), device=device)  # mean loss over this step's global batch, for the log
     for micro in range(accum_steps):
         inputs, y = micro_batch(iter_num, micro * ddp_world_size + ddp_rank)
@@ -327,13 +354,32 @@ while True:
         step_loss += loss.detach()
         scaler.scale(loss).backward()
     if grad_clip != 0.0:
-        scaler.unscale_(optimizer)
+        for opt in optimizers:
+            scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
+    for opt in optimizers:
+        scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-
     iter_num += 1
+    step_times.append(time.time() - t_step)
+
+    if time_budget > 0 and plan is None and iter_num - start_iter >= plan_iters:
+        # the pace: median step (the first ones warm the allocator up), seconds per evaluated token (timed again
+        # now: the first evaluation pays for warm-up), a checkpoint write, the known-word check
+        step_s = agree(float(np.median(step_times[2:] or step_times)), torch.distributed.ReduceOp.MAX if ddp else None)
+        save_s = save("ckpt.pt") if master_process else 0.0  # also: an early checkpoint to sample or resume from
+        t, n = time.time(), evaluate_split("val", 16384)["tokens"]
+        per_token = (time.time() - t) / n
+        eval_s, n_val = per_token * eval_n, len(open_tokens(os.path.join(data_dir, "val.bin")))
+        final_s = per_token * (n_val + (eval_tokens or n_val)) + save_s + word_rate_s(step_s)
+        max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = \
+            int(agree(fit_iters(time.time(), step_s, eval_s, save_s, final_s)))
+        plan = {"max_iters": max_iters, "lr_decay_iters": lr_decay_iters, "step_s": step_s, "eval_s": eval_s,
+                "save_s": save_s, "final_s": final_s, "planned_at": iter_num, "time_budget": time_budget}
+        log(f"time_budget {time_budget:.0f} s: {step_s * 1000:.0f} ms/step, evaluations {eval_s:.1f} s, writes "
+            f"{save_s:.1f} s, final evaluation ~{final_s:.0f} s -> max_iters = lr_decay_iters = {max_iters} "
+            f"(repeat with --time_budget=0 --max_iters={max_iters} --lr_decay_iters={max_iters})")
     if iter_num % log_interval == 0:
         if ddp:  # every rank reaches this line on the same iterations
             torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.AVG)
@@ -342,12 +388,41 @@ while True:
             raise SystemExit(f"loss is {lossf} at iter {iter_num}: stopping; the last good checkpoint in {out_dir} "
                              f"is untouched (lower learning_rate, or set grad_clip)")
         dt = (time.time() - t0) / log_interval
-        tps = tokens_per_iter / dt
-        log(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tps:,.0f} tokens/s, "
-            f"mfu {100 * tps * flops_per_token / (peak * ddp_world_size):.1f}%")
+        tps, elapsed = tokens_per_iter / dt, time.time() - t_start
+        if plan is not None and time_budget > 0 and iter_num < max_iters:  # still on time?
+            recent = float(np.median(step_times[-log_interval:]))
+            if t_start + time_budget < time.time() + (max_iters - iter_num) * recent + plan["final_s"]:
+                n = int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"])))
+                log(f"behind the plan ({recent * 1000:.0f} ms/step): max_iters = lr_decay_iters {max_iters} -> {n}")
+                max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = plan["max_iters"] = \
+                    plan["lr_decay_iters"] = max(n, iter_num)
+        left = f", ~{(max_iters - iter_num) * dt:.0f} s of steps left" if plan else ""
+        log(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tps:,.0f} tokens/s, "
+            f"mfu {100 * tps * flops_per_token / (peak * ddp_world_size):.1f}%, {elapsed:.0f} s elapsed{left}")
         if wandb_log and master_process:
             wandb.log({"iter": iter_num, "train/loss_step": lossf, "tokens_per_s": tps})
         t0 = time.time()
+    if agree(len(stop_signal), torch.distributed.ReduceOp.MAX if ddp else None):  # every rank stops at this step
+        if master_process:
+            save("ckpt.pt")
+            args = [a for a in sys.argv[1:] if not a.startswith("--init_from=")] + ["--init_from=resume"]
+            launcher = f"torchrun --nproc_per_node={ddp_world_size}" if ddp else "python"
+            log(f"saved {out_dir}/ckpt.pt at iter {iter_num}; resume with: {launcher} train.py {' '.join(args)}")
+        if ddp:
+            destroy_process_group()
+        sys.exit(0)
 
+if word_rate_samples > 0 and master_process:  # "writes English", measured: see tokenizer.known_word_rate
+    t = time.time()
+    torch.manual_seed(seed)
+    stories = [tok.decode(r) for r in sample_stories(raw_model.eval(), tok, "Once upon a time", word_rate_samples, 256,
+                                                     ctx)]
+    val["known_words"] = known_word_rate(stories, known_words(train_path, tok))
+    log(f"known words: {100 * val['known_words']:.1f}% of the words of {word_rate_samples} sampled stories occur in "
+        f"the train split ({time.time() - t:.1f} s)")
+if master_process:
+    result = {**val, "split": "val", "iter": iter_num, "train_loss": train["loss"], "seconds": time.time() - t_start}
+    json.dump(result, open(os.path.join(out_dir, "eval.json"), "w"), indent=1)
+    log(f"done in {result['seconds']:.0f} s: val bpb {val['bpb']:.4f}, wrote {out_dir}/eval.json")
 if ddp:
     destroy_process_group()

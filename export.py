@@ -1,0 +1,468 @@
+"""
+nanostories models out to the ecosystem's own formats and back, with equal logits (transformers, safetensors, peft):
+
+  python export.py --out_dir=out-tinystories-cpu [--ckpt_name=ckpt.pt] [--to=DIR]  # a transformers folder (DIR
+                                                            # default out_dir/hf): config, safetensors, tokenizer, card
+  python export.py --out_dir=out-tinystories-cpu --check=True  # ... then print max |dlogit| and greedy agreement vs
+                                                            # ours, and a story from transformers.pipeline, offline
+  python export.py --out_dir=out-byt5 --format=nanostories  # any model (encoder-decoder too): model.safetensors +
+                                                            # config.json in our own layout, read back exactly
+  python lora.py --export=out-lora-dog/lora.pt --to=DIR     # a LoRA adapter in peft's format (export_lora)
+  python sample.py --out_dir=DIR, train.py --init_from=DIR  # any such folder, or a GPT-2 / LLaMA / NeoX one (read_dir)
+
+Decoder layouts and the transformers class that computes the same function (fp32, sdpa: max |dlogit| ~1e-6):
+  learned wpe + LayerNorm + GELU  -> GPT2LMHeadModel, activation "gelu" (the default gelu_new is tanh-approximate);
+                                     its Conv1D stores weights transposed; bias=False is written as zero biases
+  RoPE + RMSNorm + SwiGLU / GEGLU -> LlamaForCausalLM (silu / gelu): c_attn splits into q/k/v with no per-head
+                                     permutation (our half-split RoPE is HF's rotate_half), c_fc into gate / up
+  RoPE + LayerNorm + GELU         -> GPTNeoXForCausalLM, use_parallel_residual=False; query_key_value is per head
+The encoder-decoder has no such class (T5's positions are relative buckets): --format=nanostories only. The vocab is
+the tokenizer's (50,257, not the padded 50,304: HF's softmax would cover the pad rows); an out_vocab model exports a
+full untied lm_head whose unseen rows are copies of `other` (model.py). Past block_size our generate slides its
+window, HF's GPT-2 raises and LLaMA / NeoX extrapolate RoPE to positions never trained.
+"""
+import json
+import os
+import shutil
+import sys
+from dataclasses import asdict
+
+import torch
+
+from model import GPT, GPTConfig
+from tokenizer import NAMES, get_tokenizer
+
+LAYOUTS = {(False, "layernorm", "gelu"): "gpt2", (True, "rmsnorm", "swiglu"): "llama",
+           (True, "rmsnorm", "geglu"): "llama", (True, "layernorm", "gelu"): "gpt_neox"}
+SUPPORTED = ("decoders with learned wpe + LayerNorm + GELU (GPT-2), RoPE + RMSNorm + SwiGLU or GEGLU (LLaMA), or "
+             "RoPE + LayerNorm + GELU (GPT-NeoX)")
+# per layout: HF's block prefix, {our module: (HF modules, how our tensor maps)}, {our top-level module: HF's}.
+# "T": transposed (GPT-2's Conv1D); "chunk": rows split evenly in order; "heads": q|k|v rows reordered per head
+_B = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
+HF = {
+    "gpt2": ("transformer.h.{}.", {m: ([m], "T") for m in _B},
+             {"transformer.wte": "transformer.wte", "transformer.wpe": "transformer.wpe",
+              "transformer.ln_f": "transformer.ln_f"}),
+    "llama": ("model.layers.{}.", dict(zip(_B, [
+        (["input_layernorm"], ""), (["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "chunk"),
+        (["self_attn.o_proj"], ""), (["post_attention_layernorm"], ""), (["mlp.gate_proj", "mlp.up_proj"], "chunk"),
+        (["mlp.down_proj"], "")])), {"transformer.wte": "model.embed_tokens", "transformer.ln_f": "model.norm"}),
+    "gpt_neox": ("gpt_neox.layers.{}.", dict(zip(_B, [
+        (["input_layernorm"], ""), (["attention.query_key_value"], "heads"), (["attention.dense"], ""),
+        (["post_attention_layernorm"], ""), (["mlp.dense_h_to_4h"], ""), (["mlp.dense_4h_to_h"], "")])),
+                 {"transformer.wte": "gpt_neox.embed_in", "transformer.ln_f": "gpt_neox.final_layer_norm"}),
+}
+
+
+def layout_of(config: GPTConfig) -> str:
+    """'gpt2' | 'llama' | 'gpt_neox': the transformers model_type that holds this architecture exactly.
+    SystemExit naming the supported combinations (and --format=nanostories) for any other."""
+    key = (config.rope, config.norm, config.mlp)
+    if config.arch != "decoder" or key not in LAYOUTS:
+        raise SystemExit(f"no transformers class computes arch={config.arch}, rope={config.rope}, norm={config.norm}, "
+                         f"mlp={config.mlp}: supported are {SUPPORTED}; export any model with --format=nanostories")
+    return LAYOUTS[key]
+
+
+def module_pairs(layout: str, n_layer: int):
+    """[(our module name, [HF module names], kind)] for every module but the token embedding and lm_head."""
+    prefix, block, top = HF[layout]
+    pairs = [(f"transformer.h.{i}.{m}", [prefix.format(i) + h for h in hs], kind)
+             for i in range(n_layer) for m, (hs, kind) in block.items()]
+    return pairs + [(m, [h], "") for m, h in top.items() if m != "transformer.wte"]
+
+
+def split(t, kind, n, n_head):
+    """Our tensor -> the n HF tensors it becomes (weights (out, in) or biases (out,))."""
+    if kind == "T":
+        return [t.t().contiguous()]
+    if kind == "heads":  # ours: all q rows, then k, then v; NeoX: per head [q_h, k_h, v_h]
+        return [t.unflatten(0, (3, n_head, -1)).transpose(0, 1).flatten(0, 2).contiguous()]
+    return [c.contiguous() for c in t.chunk(n)]
+
+
+def join(ts, kind, n_head):
+    """The inverse of split: HF tensors -> ours."""
+    if kind == "T":
+        return ts[0].t().contiguous()
+    if kind == "heads":
+        return ts[0].unflatten(0, (n_head, 3, -1)).transpose(0, 1).flatten(0, 2).contiguous()
+    return torch.cat(ts)
+
+
+def hf_config(model: GPT, tok):
+    """The transformers config of our decoder (GPT2Config, LlamaConfig or GPTNeoXConfig). eos = our EOT and no
+    BOS, both set explicitly: the classes' defaults (GPT-2 50256, LLaMA 1 and 2) are real GPT-2 ids."""
+    import transformers
+    c, layout = model.config, layout_of(model.config)
+    hidden = model.transformer.h[0].mlp.c_proj.in_features  # the MLP's width, as model.MLP chose it
+    ids = dict(vocab_size=c.vocab_size, bos_token_id=None, eos_token_id=tok.eot_id,
+               pad_token_id=tok.pad_id if tok.pad_id is not None else tok.eot_id, tie_word_embeddings=c.tie_weights
+               and not c.out_vocab, use_cache=True)
+    if layout == "gpt2":
+        return transformers.GPT2Config(n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                                       n_head=c.n_head, n_inner=hidden, activation_function="gelu", resid_pdrop=0.0,
+                                       embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5, **ids)
+    common = dict(hidden_size=c.n_embd, intermediate_size=hidden, num_hidden_layers=c.n_layer,
+                  num_attention_heads=c.n_head, max_position_embeddings=c.block_size, attention_bias=c.bias, **ids)
+    if layout == "llama":  # nn.RMSNorm(eps=1e-6) in model.make_norm
+        return transformers.LlamaConfig(num_key_value_heads=c.n_head, head_dim=c.n_embd // c.n_head,
+                                        hidden_act="silu" if c.mlp == "swiglu" else "gelu", rms_norm_eps=1e-6,
+                                        rope_theta=c.rope_theta, mlp_bias=c.bias, **common)
+    return transformers.GPTNeoXConfig(hidden_act="gelu", use_parallel_residual=False, layer_norm_eps=1e-5,
+                                      rotary_pct=1.0, rotary_emb_base=c.rope_theta, hidden_dropout=0.0, **common)
+
+
+def hf_state_dict(model: GPT) -> dict:
+    """Our weights under HF's names, vocab cut to vocab_size. An out_vocab head becomes the full head it stands for:
+    row kept_ids[k] = lm_head.weight[kept_ids[k]], every other row = `other` (model.GPT._out_vocab_logits)."""
+    c, sd = model.config, model.state_dict()
+    out = {}
+    for ours, names, kind in module_pairs(layout_of(c), c.n_layer):
+        for p in ("weight", "bias"):
+            if f"{ours}.{p}" in sd:
+                out.update({f"{n}.{p}": t for n, t in zip(names, split(sd[f"{ours}.{p}"], kind, len(names),
+                                                                        c.n_head))})
+    out[HF[layout_of(c)][2]["transformer.wte"] + ".weight"] = sd["transformer.wte.weight"][:c.vocab_size].clone()
+    head = sd["lm_head.weight"][:c.vocab_size].clone()
+    if c.out_vocab:
+        head = model.other.detach()[None].repeat(c.vocab_size, 1)
+        head[model.kept_ids] = sd["lm_head.weight"][model.kept_ids]
+    out["lm_head.weight"] = head
+    return out
+
+
+def _bytes_to_unicode() -> dict:
+    """GPT-2's byte -> printable character map (openai/gpt-2 encoder.py), the alphabet of HF's ByteLevel."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    rest = [b for b in range(256) if b not in bs]
+    return dict(zip(bs + rest, map(chr, bs + [256 + i for i in range(len(rest))])))
+
+
+def hf_tokenizer(name: str, max_length: int):
+    """A transformers fast tokenizer giving our ids. gpt2: GPT2TokenizerFast from tiktoken's cached BPE files (its
+    encoder.json and vocab.bpe are HF's vocab.json and merges.txt). byte: a `tokenizers` BPE with no merges over the
+    256 ByteLevel characters (byte b -> id b), then EOT 256, PAD 257 and the sentinels (HF's ByT5Tokenizer shifts
+    every id by 3). Both split_special_tokens: "<|endoftext|>" in text is text, as tiktoken's encode_ordinary."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
+    tok, kw = get_tokenizer(name), dict(split_special_tokens=True, clean_up_tokenization_spaces=False,
+                                        model_max_length=max_length)
+    if name == "gpt2":
+        vocab, merges = _gpt2_bpe_files()
+        return GPT2TokenizerFast(vocab=vocab, merges=merges, bos_token=None, unk_token=None,
+                                 eos_token="<|endoftext|>", **kw)
+    b2u = _bytes_to_unicode()
+    t = Tokenizer(models.BPE(vocab={b2u[b]: b for b in range(256)}, merges=[]))
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)  # the whole text, per byte
+    t.decoder = decoders.ByteLevel()
+    specials = [tok._special_text(i) for i in tok.special_ids]  # ids 256.. in order
+    t.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    return PreTrainedTokenizerFast(tokenizer_object=t, eos_token=specials[0], pad_token=specials[1],
+                                   additional_special_tokens=specials[2:], **kw)
+
+
+def _gpt2_bpe_files():
+    """(vocab, merges) of GPT-2's encoder.json and vocab.bpe, read from tiktoken's cache ($TIKTOKEN_CACHE_DIR holds
+    them under hashed names: found by content). SystemExit naming the fix when they are not there."""
+    root, vocab, merges = os.environ.get("TIKTOKEN_CACHE_DIR", ""), None, None
+    for f in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        with open(os.path.join(root, f), encoding="utf-8", errors="replace") as fh:
+            head = fh.read(16)
+            if head.startswith('{"!"'):
+                vocab = json.loads(head + fh.read())
+            elif head.startswith("#version"):  # the header line, then one merge "a b" per line
+                merges = [tuple(line.split(" ")) for line in (head + fh.read()).split("\n")[1:] if line]
+    if vocab is None or merges is None:
+        raise SystemExit(f"no GPT-2 encoder.json / vocab.bpe in TIKTOKEN_CACHE_DIR={root!r}: set it to tiktoken's "
+                         "cache (e.g. ../shared/tiktoken_cache), or run tiktoken.get_encoding('gpt2') once online")
+    return vocab, merges
+
+
+def _write_dir(to: str, fill):
+    """fill(tmp) writes a fresh folder beside `to`, which then replaces `to`: a crash leaves the old one whole."""
+    to = to.rstrip("/")
+    tmp = f"{to}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if os.path.exists(to):
+        os.replace(to, tmp + ".old")
+    os.replace(tmp, to)
+    shutil.rmtree(tmp + ".old", ignore_errors=True)
+
+
+def _meta(model, ckpt) -> dict:
+    """What a folder keeps of our checkpoint besides the weights (plain data, JSON): what read_dir returns."""
+    return {"model_args": asdict(model.config), "tokenizer": ckpt["tokenizer"], "config": ckpt.get("config") or {},
+            "iter_num": ckpt.get("iter_num", 0), "best_val_loss": ckpt.get("best_val_loss")}
+
+
+def export_hf(model: GPT, ckpt: dict, to: str, card: str = ""):
+    """Write a folder that transformers' AutoModelForCausalLM / AutoTokenizer / pipeline load offline: config.json
+    (our checkpoint's metadata under "nanostories"), model.safetensors (fp32), generation_config.json, the
+    tokenizer files and README.md (card). SystemExit for a layout no transformers class holds (layout_of)."""
+    from transformers import AutoModelForCausalLM
+    tok = get_tokenizer(ckpt["tokenizer"])
+    if model.config.vocab_size != tok.vocab_size:
+        raise SystemExit(f"vocab_size {model.config.vocab_size} is not tokenizer {tok.name}'s {tok.vocab_size}")
+    config = hf_config(model, tok)
+    config.nanostories = _meta(model, ckpt)  # kept by transformers as an extra field; read_dir reads it back
+    hf = AutoModelForCausalLM.from_config(config)  # its random init is overwritten below, every tensor
+    sd = hf_state_dict(model)
+    for k, v in hf.state_dict().items():  # HF keeps biases model.py drops (bias=False): zeros are the same function
+        if k not in sd and k.endswith(".bias"):
+            sd[k] = torch.zeros(v.shape)
+    hf.load_state_dict(sd, strict=True)
+    hf.generation_config.bos_token_id = None
+
+    def fill(d):
+        hf.save_pretrained(d)
+        hf_tokenizer(tok.name, model.config.block_size).save_pretrained(d)
+        with open(os.path.join(d, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card)
+    _write_dir(to, fill)
+
+
+def export_native(model: GPT, ckpt: dict, to: str):
+    """Any model (encoder-decoder too) as model.safetensors (our state-dict names) + config.json ({"nanostories":
+    metadata}), which read_dir / common.load_model read back exactly. safetensors refuses tensors that share
+    storage, so a tied lm_head.weight is left out and re-tied on load."""
+    from safetensors.torch import save_file
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()
+          if not (model.config.tie_weights and k == "lm_head.weight")}
+
+    def fill(d):
+        save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"nanostories": _meta(model, ckpt)}, f, indent=1, default=str)
+    _write_dir(to, fill)
+
+
+def model_card(model: GPT, ckpt: dict, out_dir: str) -> str:
+    """README.md for an exported folder: architecture, parameters, data and its license, the training command,
+    val loss and bits per byte (out_dir/eval.json when train.py wrote it, else the checkpoint's best val loss)."""
+    c, cfg = model.config, ckpt.get("config") or {}
+    ev = json.load(open(os.path.join(out_dir, "eval.json"))) if os.path.exists(os.path.join(out_dir, "eval.json")) \
+        else {"loss": ckpt.get("best_val_loss"), "iter": ckpt.get("iter_num")}
+    files = [f"config/{f}" for f in sorted(os.listdir("config")) if f.endswith(".py")] if os.path.isdir("config") else []
+    cmd = next((f"python train.py {f}" for f in files if f'out_dir = "{cfg.get("out_dir")}"' in open(f).read()),
+               "python train.py  # with the settings under nanostories.config in config.json")
+    score = f"val loss {ev['loss']:.4f} nats/token" if ev.get("loss") is not None else "no evaluation stored"
+    score += f", **{ev['bpb']:.4f} bits per byte**" if ev.get("bpb") is not None else ""
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+datasets: [roneneldan/TinyStories]
+tags: [nanostories, tinystories]
+---
+# nanostories {c.n_layer}x{c.n_embd} ({layout_of(c)})
+
+A {model.num_params(False) / 1e6:.1f}M-parameter decoder (nanostories model.py: {c.n_layer} layers, {c.n_head} heads,
+width {c.n_embd}, {"RoPE" if c.rope else "learned positions"}, {c.norm}, {c.mlp}, bias={c.bias},
+tie_weights={c.tie_weights}{f", out_vocab={c.out_vocab} (exported as a full untied lm_head)" if c.out_vocab else ""}),
+block_size {c.block_size}, tokenizer {ckpt["tokenizer"]}, exported by nanostories export.py with equal logits.
+
+- Data: TinyStories (Eldan & Li 2023, arXiv 2305.07759), dataset `{cfg.get("dataset", "tinystories")}`; the data's
+  license is CDLA-Sharing-1.0.
+- Training: `{cmd}` ({ckpt.get("iter_num")} steps).
+- Evaluation (iter {ev.get("iter")}): {score} on the validation stories.
+- Stories start after `<|endoftext|>` (id {get_tokenizer(ckpt["tokenizer"]).eot_id}) in training: prepend it to
+  `input_ids` for sample.py's behaviour. Keep prompt + new tokens within {c.block_size}: past it nanostories slides
+  its window, HF's GPT-2 raises, LLaMA / NeoX extrapolate RoPE to untrained positions.
+
+```python
+from transformers import pipeline
+print(pipeline("text-generation", model="PATH")("Once upon a time", do_sample=True, temperature=0.8, top_k=200)[0]["generated_text"])
+```
+"""
+
+
+def read_dir(path: str, device="cpu") -> dict:
+    """A checkpoint dict (model, model_args, tokenizer, config, iter_num, best_val_loss, optimizer=None) from a folder:
+    ours (export_native), or a transformers GPT-2 / LLaMA / GPT-NeoX one whose config model.py computes exactly
+    (export_hf's, or anyone's with a tokenizer we know). SystemExit naming what is supported for any other."""
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise SystemExit(f"{path} has no config.json: pass a folder written by export.py or a transformers model")
+    cfg = json.load(open(os.path.join(path, "config.json")))
+    meta = cfg.get("nanostories") or {}
+    if "model_type" not in cfg:  # our own layout
+        from safetensors.torch import load_file
+        sd = load_file(os.path.join(path, "model.safetensors"), device=str(device))
+        if meta["model_args"]["tie_weights"]:
+            sd["lm_head.weight"] = sd["transformer.wte.weight"]  # stored once (export_native): tie again
+        return {**meta, "model": sd, "optimizer": None}
+    layout = cfg["model_type"]
+    if layout not in HF:
+        raise SystemExit(f"{path}: model_type {layout!r} is not supported; supported are gpt2, llama, gpt_neox "
+                         f"configs that match model.py: {SUPPORTED}")
+    from transformers import AutoConfig, AutoModelForCausalLM
+    tok = get_tokenizer(meta.get("tokenizer") or _known_tokenizer(path))
+    args = _gpt_args(AutoConfig.from_pretrained(path), layout, tok, path)
+    weights = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+    head = weights.pop("lm_head.weight")
+    # zero biases are no biases: an export of bias=False (HF's GPT-2 / NeoX always have them) comes back bias=False
+    bias = meta.get("model_args", {}).get("bias") or any(bool(t.any()) for k, t in weights.items() if k.endswith(
+        ".bias"))
+    config = GPTConfig(**args, bias=bool(bias))
+    with torch.device("meta"):  # names and shapes of our tensors, no memory
+        want = GPT(config).state_dict()
+    sd = {}
+    for ours, names, kind in module_pairs(layout, config.n_layer):
+        for p in ("weight", "bias"):
+            if f"{ours}.{p}" in want:
+                ts = [weights.pop(f"{n}.{p}", None) for n in names]
+                if None in ts and p == "bias":  # LLaMA's attention_bias without mlp_bias, or the other way
+                    ts, kind = [torch.zeros(want[f"{ours}.{p}"].shape)], ""
+                sd[f"{ours}.{p}"] = join(ts, kind, config.n_head)
+    V, pad = config.vocab_size, lambda t: torch.cat([t, t.new_zeros(config.padded_vocab - V, t.size(1))])
+    sd["transformer.wte.weight"] = pad(weights.pop(HF[layout][2]["transformer.wte"] + ".weight"))
+    sd["lm_head.weight"] = sd["transformer.wte.weight"] if config.tie_weights else pad(head)
+    left = [k for k, t in weights.items() if t.any()]  # what remains must be zero biases that bias=False drops
+    if left:
+        raise SystemExit(f"{path}: weights {left[:3]} have no place in model.py's {layout} layout")
+    return {"model": {k: v.to(device) for k, v in sd.items()}, "model_args": asdict(config), "tokenizer": tok.name,
+            "config": meta.get("config", {"init_from": path}), "iter_num": meta.get("iter_num", 0),
+            "best_val_loss": meta.get("best_val_loss"), "optimizer": None, "imported_from": path}
+
+
+def load_dir(path: str, device="cpu"):
+    """(model, ckpt) from a folder, as common.load_model gives them from a checkpoint file (read_dir)."""
+    ckpt = read_dir(path, device)
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt
+
+
+def _known_tokenizer(path: str) -> str:
+    """The name of our tokenizer that the folder's tokenizer equals, on a probe text with multi-byte characters."""
+    from transformers import AutoTokenizer
+    try:
+        hf_tok = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 (transformers raises many kinds for a missing or odd tokenizer)
+        raise SystemExit(f"{path}: no tokenizer transformers can load ({type(e).__name__}); ours are {NAMES}")
+    probe = "Once upon a time, Lily said: “Naïve café!” 東京 🐉\n\n  It's 3.14, isn't it?"
+    ids = hf_tok(probe, add_special_tokens=False)["input_ids"]
+    for name in NAMES:
+        tok = get_tokenizer(name)
+        if ids == tok.encode(probe) and hf_tok.eos_token_id == tok.eot_id:
+            return name
+    raise SystemExit(f"{path}: its tokenizer is none of ours ({', '.join(NAMES)}: ids and EOT must be equal)")
+
+
+def _gpt_args(hf, layout: str, tok, path: str) -> dict:
+    """GPTConfig fields (all but bias) of a transformers config; SystemExit listing each setting model.py lacks."""
+    from model import MLP
+    rope = getattr(hf, "rope_parameters", None) or {"rope_theta": getattr(hf, "rope_theta", None) or getattr(
+        hf, "rotary_emb_base", 10000.0), "partial_rotary_factor": getattr(hf, "rotary_pct", 1.0)}
+    want = {"vocab_size": (hf.vocab_size, tok.vocab_size), "tie_word_embeddings": (hf.tie_word_embeddings,) * 2}
+    if layout == "gpt2":
+        args = dict(block_size=hf.n_positions, n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd,
+                    mlp_hidden=hf.n_inner or 0, rope=False, norm="layernorm", mlp="gelu")
+        want.update(activation_function=(hf.activation_function, "gelu"), layer_norm_epsilon=(
+            hf.layer_norm_epsilon, 1e-5), scale_attn_weights=(hf.scale_attn_weights, True),
+            scale_attn_by_inverse_layer_idx=(hf.scale_attn_by_inverse_layer_idx, False))
+    else:
+        args = dict(block_size=hf.max_position_embeddings, n_layer=hf.num_hidden_layers,
+                    n_head=hf.num_attention_heads, n_embd=hf.hidden_size, mlp_hidden=hf.intermediate_size, rope=True,
+                    rope_theta=float(rope["rope_theta"]), norm="rmsnorm" if layout == "llama" else "layernorm",
+                    mlp={"silu": "swiglu", "gelu": "geglu"}.get(hf.hidden_act, "?") if layout == "llama" else "gelu")
+        want.update(rope_type=(rope.get("rope_type", "default"), "default"),
+                    partial_rotary_factor=(rope.get("partial_rotary_factor", 1.0), 1.0))
+        if layout == "llama":
+            want.update(hidden_act=(hf.hidden_act, "silu or gelu" if args["mlp"] == "?" else hf.hidden_act),
+                        num_key_value_heads=(hf.num_key_value_heads, hf.num_attention_heads),
+                        head_dim=(getattr(hf, "head_dim", None) or args["n_embd"] // args["n_head"],
+                                  args["n_embd"] // args["n_head"]), rms_norm_eps=(hf.rms_norm_eps, 1e-6))
+        else:
+            want.update(hidden_act=(hf.hidden_act, "gelu"), use_parallel_residual=(hf.use_parallel_residual, False),
+                        layer_norm_eps=(hf.layer_norm_eps, 1e-5))
+    bad = [f"{k}={have!r} (needs {need!r})" for k, (have, need) in want.items() if have != need]
+    if bad:
+        raise SystemExit(f"{path}: this {layout} config is not one model.py computes: {'; '.join(bad)}")
+    args.update(vocab_size=tok.vocab_size, pad_id=-1 if tok.pad_id is None else tok.pad_id,
+                tie_weights=hf.tie_word_embeddings)
+    with torch.device("meta"):  # mlp_hidden=0 where it is the default width, so the config equals the original's
+        if MLP(GPTConfig(**{**args, "mlp_hidden": 0})).c_proj.in_features == args["mlp_hidden"]:
+            args["mlp_hidden"] = 0
+    return args
+
+
+def export_lora(adapter_path: str, to: str, base: str = ""):
+    """A lora.py adapter (lora.pt) -> peft's adapter_config.json + adapter_model.safetensors for the base's
+    export_hf folder: PeftModel.from_pretrained(that model, to) then computes base + adapter, and merge_and_unload()
+    our merge. peft's lora_A (r, in) and lora_B (out, r) are ours; GPT-2's Conv1D takes them as they are
+    (fan_in_fan_out), a split module (LLaMA's q/k/v_proj, gate/up_proj) gets our one A and its rows of B."""
+    import peft
+    from safetensors.torch import save_file
+    from common import load_model, read_checkpoint
+    from lora import LoRALinear, load_lora
+    adapter = read_checkpoint(adapter_path)
+    if "lora" not in adapter:
+        raise SystemExit(f"{adapter_path} is not a LoRA adapter: pass the lora.pt written by a LoRA run")
+    model, ckpt = load_model(base or adapter["lora"]["base"])
+    layout, s = layout_of(model.config), adapter["lora"]
+    load_lora(model, adapter_path, ckpt["tokenizer"])
+    prefix, block, _ = HF[layout]
+    tensors, targets = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, LoRALinear):  # transformer.h.{i}.{module}: apply_lora never adapts lm_head
+            i, mod = name.split(".", 3)[2:]
+            names, kind = block[mod]
+            for n, b in zip(names, split(m.lora_B.detach(), "" if kind == "T" else kind, len(names),
+                                         model.config.n_head)):
+                key = f"base_model.model.{prefix.format(i)}{n}"
+                tensors.update({key + ".lora_A.weight": m.lora_A.detach().contiguous(), key + ".lora_B.weight": b})
+                targets.append(prefix.format(i) + n)  # full names: peft adapts exactly these modules
+    config = peft.LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"], target_modules=targets,
+                             fan_in_fan_out=layout == "gpt2", bias="none", task_type="CAUSAL_LM")
+
+    def fill(d):
+        config.save_pretrained(d)
+        save_file(tensors, os.path.join(d, "adapter_model.safetensors"), metadata={"format": "pt"})
+    _write_dir(to, fill)
+
+
+@torch.no_grad()
+def check(model: GPT, tok, path: str, seed: int = 1337, prompt: str = "Once upon a time") -> dict:
+    """Compare the export at path with our model, in fp32 on this CPU: max |dlogit| over 4 x block_size random ids,
+    greedy decoding from EOT + prompt up to block_size (HF's own generate, EOS stopping off in both), and a story
+    from transformers.pipeline("text-generation") at sample.py's settings (seed, temperature 0.8, top-k 200)."""
+    from transformers import AutoModelForCausalLM, pipeline
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = model.float().eval()
+    x = torch.randint(0, tok.vocab_size, (4, model.config.block_size), generator=torch.Generator().manual_seed(seed))
+    dlogit = (model(x)[0] - hf(x).logits).abs().max().item()
+    ids = torch.tensor([[tok.eot_id] + tok.encode(prompt)])
+    n = model.config.block_size - ids.size(1)
+    ours = model.generate(ids, n, temperature=0)[0, ids.size(1):]
+    hf.generation_config.eos_token_id = None  # every one of the n tokens, past any EOT, as our generate does
+    theirs = hf.generate(ids, max_new_tokens=n, do_sample=False)[0, ids.size(1):]
+    same = int((ours != theirs).int().cumsum(0).eq(0).sum())  # leading tokens that agree
+    torch.manual_seed(seed)
+    gen = pipeline("text-generation", model=path, dtype=torch.float32, device="cpu")
+    story = gen(prompt, max_new_tokens=n, do_sample=True, temperature=0.8, top_k=200)[0]["generated_text"]
+    return {"max_dlogit": dlogit, "greedy_same": same, "greedy_n": n, "story": story}
+
+
+if __name__ == "__main__":
+    from common import configure, load_model
+    args = configure({"out_dir": "out", "ckpt_name": "ckpt.pt", "to": "", "format": "hf", "check": False,
+                      "seed": 1337}, sys.argv[1:])
+    if args["format"] not in ("hf", "nanostories"):
+        raise SystemExit(f"config error: format must be hf (transformers) or nanostories, got {args['format']!r}")
+    model, ckpt = load_model(os.path.join(args["out_dir"], args["ckpt_name"]))
+    to = args["to"] or os.path.join(args["out_dir"], "hf" if args["format"] == "hf" else "safetensors")
+    if args["format"] == "hf":
+        export_hf(model, ckpt, to, model_card(model, ckpt, args["out_dir"]))
+    else:
+        export_native(model, ckpt, to)
+    print(f"wrote {to}: {', '.join(sorted(os.listdir(to)))}")
+    if args["check"]:
+        r = check(model, get_tokenizer(ckpt["tokenizer"]), to, args["seed"])
+        print(f"max |dlogit| {r['max_dlogit']:.2e} (fp32, 4 x {model.config.block_size} random ids); greedy: "
+              f"{r['greedy_same']} of {r['greedy_n']} tokens identical\npipeline story:\n{r['story']}")
