@@ -7,6 +7,9 @@ Micro-benchmarks, one per --mode, each printing throughput on this machine:
     python bench.py --mode=train --profile    # ... then the top ops of one bf16 step (torch.profiler)
     python bench.py --mode=train --out_vocab=6997     # ... plus GPTConfig.out_vocab on ids drawn from 6,997 of them
     python bench.py --mode=sample --no_malloc_tweak   # the same without common.keep_freed_memory (glibc defaults)
+    python bench.py --mode=quickstart         # config/tinystories_cpu.py's step (dtype auto and fp32, dropout on/off),
+                                              # % of the measured matmul peak, and its final evaluation's cost
+    python bench.py --mode=memory             # peak memory of a 33M-shape step with and without grad_checkpoint
 
 sample and train use the 33M shape (6 layers x 384 wide x 6 heads, block 512, GPT-2 vocab), random weights and
 random token ids, so they need no data or checkpoint; `transformers` (the reference) is imported only inside them.
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
-SHARED_STORIES = REPO.parent / "shared/data/tinystories"
+SHARED_STORIES = REPO / "data" / "tinystories_excerpt"  # the genuine stories shipped with the repo
 
 
 def bench_prepare(args):
@@ -229,7 +232,97 @@ def bench_train(args):
         _profile(lambda: step(2))
 
 
-MODES = {"prepare": bench_prepare, "sample": bench_sample, "train": bench_train}
+def bench_quickstart(args):
+    """The quick start's training step (config/tinystories_cpu.py: its shape, batch, dropout, optimizer, out_vocab
+    over 6,997 ids) in the auto dtype and in fp32, with its dropout and without: median ms/step of args.steps and the
+    share of the measured matmul peak of that dtype. Then the final evaluation's cost: evaluate() over all of
+    data/tinystories/gpt2/val.bin (prepare it first) plus eval_tokens train tokens, in seconds."""
+    torch = _setup(args)
+    from batches import evaluate
+    from common import autocast, measure_peak_flops, resolve_dtype
+    from model import GPT, GPTConfig
+    cfg = {"optimizer": "adamw", "eval_tokens": 0}  # train.py's defaults of the keys the config may leave out
+    exec((REPO / "config/tinystories_cpu.py").read_text(), cfg)  # a config file is plain assignments
+    model_cfg = {k: cfg[k] for k in GPTConfig.__dataclass_fields__ if k in cfg and k not in ("vocab_size",)}
+    B, T, K = cfg["batch_size"], cfg["block_size"], 6997
+    kept = torch.randperm(50257)[:K].sort().values
+    batches = [kept[torch.randint(0, K, (B, T + 1))] for _ in range(4)]
+    auto = resolve_dtype("auto", "cpu")
+    print(f"quick-start shape: {cfg['n_layer']} x {cfg['n_embd']}, batch {B} x {T}, out_vocab {K}, optimizer "
+          f"{cfg['optimizer']}, dropout {cfg['dropout']}")
+    for dtype in dict.fromkeys((auto, "float32")):
+        peak = max(measure_peak_flops("cpu", dtype) for _ in range(3))
+        for dropout in dict.fromkeys((cfg["dropout"], 0.0)):
+            model = GPT(GPTConfig(**{**model_cfg, "dropout": dropout}, vocab_size=50257, out_vocab=K)).train()
+            model.kept_ids.copy_(kept)
+            opts = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (0.9, 0.95), "cpu",
+                                              cfg["optimizer"])
+            opts = opts if isinstance(opts, list) else [opts]
+            dts = []
+            for i in range(args.warmup + args.steps):
+                t0 = time.perf_counter()
+                x = batches[i % len(batches)]
+                with autocast("cpu", dtype):
+                    loss = model(x[:, :-1], x[:, 1:])[1]
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                for opt in opts:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                dts.append(time.perf_counter() - t0)
+            med = sorted(dts[args.warmup:])[args.steps // 2]
+            flops = model.estimate_flops_per_token(T) * B * T
+            print(f"{dtype:9s} dropout {dropout}: {1000 * med:6.0f} ms/step (best {1000 * min(dts[args.warmup:]):.0f})"
+                  f", {B * T / med:7,.0f} tokens/s, {100 * flops / med / peak:4.1f}% of the measured {dtype} peak "
+                  f"{peak / 1e12:.2f} TFLOP/s", flush=True)
+    val = REPO / "data/tinystories/gpt2/val.bin"
+    if not val.exists():
+        print(f"no {val}: run `python prepare.py --source=data/tinystories_excerpt` for the evaluation's cost")
+        return
+    from tokenizer import get_tokenizer
+    model.eval()
+    t0 = time.perf_counter()
+    out = evaluate(model, str(val), get_tokenizer("gpt2"), B, autocast("cpu", auto), "cpu")
+    dt = time.perf_counter() - t0
+    print(f"final evaluation ({auto}): all {out['tokens']:,} val tokens in {dt:.1f} s ({out['tokens'] / dt:,.0f} "
+          f"tokens/s); train.py's adds eval_tokens={cfg['eval_tokens']:,} train tokens: ~"
+          f"{dt * (1 + cfg['eval_tokens'] / out['tokens']):.1f} s in all")
+
+
+def bench_memory(args):
+    """Peak resident memory of training the 33M shape (batch args.batch_size x 512, dtype auto) with and without
+    grad_checkpoint: each in a fresh process (ru_maxrss is per process), after 3 steps, minus the memory before the
+    model existed."""
+    import subprocess
+    import sys
+    if args.child is not None:
+        import resource
+        torch = _setup(args)
+        from common import autocast, resolve_dtype
+        from model import GPT, GPTConfig
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        model = GPT(GPTConfig(**SHAPE, grad_checkpoint=bool(args.child))).train()
+        opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
+        x = torch.randint(0, SHAPE["vocab_size"], (args.batch_size, SHAPE["block_size"] + 1))
+        for _ in range(3):
+            with autocast("cpu", resolve_dtype("auto", "cpu")):
+                loss = model(x[:, :-1], x[:, 1:])[1]
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        print(f"RSS {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024:.0f}")
+        return
+    for gc in (0, 1):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--mode=memory", f"--child={gc}",
+                              f"--batch_size={args.batch_size}"], capture_output=True, text=True, check=True)
+        mb = float(out.stdout.split("RSS ")[-1])
+        print(f"33M shape, batch {args.batch_size} x 512, grad_checkpoint={bool(gc)}: peak {mb:,.0f} MB above the "
+              f"empty process, 3 steps in {time.perf_counter() - t0:.1f} s (process included)")
+
+
+MODES = {"prepare": bench_prepare, "sample": bench_sample, "train": bench_train, "quickstart": bench_quickstart,
+         "memory": bench_memory}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -250,5 +343,6 @@ if __name__ == "__main__":
     ap.add_argument("--no_compile", action="store_true", help="train: skip the torch.compile variant")
     ap.add_argument("--out_vocab", type=int, default=0, help="train: also GPTConfig.out_vocab=K on ids drawn from K "
                     "(0 = skip)")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)  # memory: one measuring process
     args = ap.parse_args()
     MODES[args.mode](args)

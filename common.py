@@ -6,10 +6,13 @@ import ast
 import ctypes
 import difflib
 import os
+import pickle
 import re
 import subprocess
 import sys
 import time
+import traceback
+import zipfile
 from contextlib import nullcontext
 from dataclasses import asdict
 
@@ -27,9 +30,11 @@ def print_help(script: str, defaults: dict):
     src = open(script, encoding="utf-8").read()
     doc = ast.get_docstring(ast.parse(src)) or ""
     print(doc.strip() + "\n\nkeys (--key=value; config files set the same keys):")
-    block = src.split("# " + "-" * 117)[1] if src.count("# " + "-" * 117) >= 2 else ""
+    ruler = re.compile(r"^\s*# -{40,}$", re.M)
+    block = ruler.split(src)[1] if len(ruler.findall(src)) >= 2 else ""
     for line in block.splitlines():
-        m = re.match(r"(\w+) = .*?(?:\s+#\s?(.*))?$", line)
+        line = line.strip()
+        m = re.match(r"(\w+) ?= ?.*?(?:\s+#\s?(.*))?$", line)
         if m and m.group(1) in defaults:
             print(f"  --{m.group(1)}={defaults[m.group(1)]!r}".ljust(36) + (f"  {m.group(2)}" if m.group(2) else ""))
         elif line.startswith("#  "):  # a comment carried over to the next line
@@ -65,10 +70,14 @@ def configure(defaults: dict, argv: list, script: str | None = None) -> dict:
 
     for arg in argv:
         if not arg.startswith("--"):  # a config file
-            if not os.path.exists(arg):
+            if not os.path.isfile(arg):
                 raise SystemExit(f"config error: no config file '{arg}' (see config/ for the shipped ones)")
             scope = {}
-            exec(compile(open(arg).read(), arg, "exec"), scope)
+            try:
+                exec(compile(open(arg).read(), arg, "exec"), scope)
+            except Exception as e:  # a config file is Python: a typo there is the user's to fix, in one line
+                line = getattr(e, "lineno", None) or traceback.extract_tb(e.__traceback__)[-1].lineno
+                raise SystemExit(f"config error: {arg} line {line}: {type(e).__name__}: {e}") from None
             for key, value in scope.items():
                 if not key.startswith("_") and not callable(value) and type(value).__name__ != "module":
                     assign(key, value, arg)
@@ -113,20 +122,70 @@ def save_checkpoint(path, model, tokenizer: str, config: dict, optimizer=None, i
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename: a power cut after "saved" leaves no empty file
-    except BaseException:  # a full disk, a second Ctrl-C: drop the partial file, keep the previous checkpoint
+    except BaseException as e:  # a full disk, a second Ctrl-C: drop the partial file, keep the previous checkpoint
         if os.path.exists(path + ".tmp"):
             os.remove(path + ".tmp")
+        if isinstance(e, OSError) or "unexpected pos" in str(e):  # torch reports a short write as RuntimeError
+            need = sum(t.numel() * t.element_size() for t in _tensors(ckpt)) / 1e6
+            raise SystemExit(f"could not write {path} ({getattr(e, 'strerror', None) or 'disk full?'}): it needs "
+                             f"about {need:,.0f} MB free there; the previous checkpoint is untouched (free space "
+                             f"or set --out_dir elsewhere)") from None
         raise
     os.replace(path + ".tmp", path)
 
 
-def read_checkpoint(path, device="cpu") -> dict:
-    """The checkpoint dict at path, loaded with weights_only=True (plain data and tensors only).
-    Raises SystemExit naming the train command that writes one when path is missing."""
-    if not os.path.exists(path):
-        raise SystemExit(f"no checkpoint at {path}: train one first, e.g. `python train.py config/tinystories_cpu.py "
-                         f"--out_dir={os.path.dirname(path) or '.'}`")
-    return torch.load(path, map_location=device, weights_only=True)
+def _tensors(obj):
+    """Every tensor inside nested dicts / lists / tuples."""
+    if torch.is_tensor(obj):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def read_checkpoint(path, device="cpu", want="model") -> dict:
+    """The checkpoint dict at path, loaded with weights_only=True (plain data and tensors only). want: "model" (a
+    train.py checkpoint), "lora" (an adapter) or "any". Raises SystemExit with one line that says what the file is
+    instead (missing, empty, truncated or not a PyTorch file, a pickle with code in it, a bare state_dict, an adapter
+    where a model is wanted or the reverse) and what to do."""
+    fix = (f"train one first, e.g. `python train.py config/tinystories_cpu.py --out_dir={os.path.dirname(path) or '.'}`"
+           if want != "lora" else "pass the lora.pt written by a LoRA run (train.py with lora_r > 0)")
+    if not os.path.isfile(path):
+        raise SystemExit(f"no checkpoint at {path}: {fix}")
+    if os.path.getsize(path) == 0:
+        raise SystemExit(f"{path} is an empty file, not a checkpoint (an interrupted copy?): {fix}")
+    if not zipfile.is_zipfile(path):
+        raise SystemExit(f"{path} is not a PyTorch checkpoint (not torch.save's zip format, or cut short): {fix}")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused an object: the file holds code, not just data
+        first = str(e).split("\n")[0][:160]
+        raise SystemExit(f"{path} holds Python objects beyond tensors and plain data, which are refused unread "
+                         f"(they can run code); only load files whose origin you trust, and re-save this one as a "
+                         f"state dict in a checkpoint of train.py's format ({first})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise SystemExit(f"{path} is truncated or corrupt ({str(e).splitlines()[0][:120]}): {fix}") from None
+    if not isinstance(ckpt, dict) or not ("model_args" in ckpt or "lora" in ckpt):
+        is_sd = isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values())
+        raise SystemExit(f"{path} is {'a bare state_dict' if is_sd else 'not a train.py checkpoint'} (no model_args"
+                         f", so the architecture is unknown): save it with common.save_checkpoint, or {fix}")
+    if want == "model" and "lora" in ckpt:
+        raise SystemExit(f"{path} is a LoRA adapter, not a model: load its base with --lora={path}, or merge them "
+                         f"with `python lora.py --merge={path}`")
+    if want == "lora" and "lora" not in ckpt:
+        raise SystemExit(f"{path} is a model checkpoint, not a LoRA adapter: {fix}")
+    return ckpt
+
+
+def gpt_config(args: dict) -> GPTConfig:
+    """GPTConfig(**args), with its checks as one line naming the valid values instead of an assertion traceback."""
+    try:
+        return GPTConfig(**args)
+    except AssertionError as e:
+        raise SystemExit(f"config error: {e}") from None
 
 
 def model_args(ckpt) -> dict:
@@ -146,7 +205,7 @@ def load_model(path, device="cpu"):
         from export import load_dir
         return load_dir(path, device)
     ckpt = read_checkpoint(path, device)
-    model = GPT(GPTConfig(**model_args(ckpt)))
+    model = GPT(gpt_config(model_args(ckpt)))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 
@@ -185,9 +244,9 @@ def sample_stories(model, tok, prompt: str, n: int, max_new_tokens: int, ctx, te
 def keep_freed_memory():
     """Ask glibc's malloc to keep freed memory for reuse instead of returning every large block to the OS.
     PyTorch's CPU allocator calls malloc directly; by default each block over 32 MB (a step's logits, its
-    activations) is a fresh mmap whose pages the kernel zero-fills on first touch, again on every step. Measured on
-    this repo's 2-core CPU (a VM, where page faults are dear): the 33M model's training step goes from ~900 to
-    ~2,000 tokens/s, system time from ~45% to ~15%. No effect (and no error) off glibc."""
+    activations) is a fresh mmap whose pages the kernel zero-fills on first touch, again on every step, which costs
+    most on VMs, where page faults are dear (RECORDS.md has the measured step times). No effect (and no error) off
+    glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
@@ -207,12 +266,24 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> the first of cuda, mps, cpu that this machine has; anything else is returned as given."""
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
+    """'auto' -> the first of cuda, mps, cpu that this machine has; a named device is checked before anything touches
+    it. Raises SystemExit naming what this machine and torch build have."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    kind, _, index = device.partition(":")
+    have = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if torch.backends.mps.is_available()
+                                                                          else [])
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise SystemExit(f"config error: device '{device}' is not one of auto, cpu, cuda, cuda:N, mps")
+    if kind not in have:
+        build = "a CPU-only build" if torch.version.cuda is None and kind == "cuda" else "without it"
+        raise SystemExit(f"config error: device '{device}' is not available (torch {torch.__version__}, {build}); "
+                         f"this machine has: {', '.join(have)} (use --device=auto)")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise SystemExit(f"config error: {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
@@ -243,7 +314,7 @@ GPU_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12
 
 def measure_peak_flops(device: str, dtype: str) -> float:
     """Peak matmul FLOP/s of this device in dtype, for MFU: the data-sheet figure for known GPUs, otherwise measured
-    with 4096 x 4096 matmuls (on this repo's 2-core CPU: ~0.85 TFLOP/s in bf16, ~0.2 in fp32)."""
+    as the fastest of 5 square matmuls (2048 on a CPU, 4096 on a GPU) in dtype."""
     if device.startswith("cuda"):
         name = torch.cuda.get_device_name(device)
         for key, flops in GPU_PEAK_FLOPS.items():

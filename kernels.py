@@ -20,7 +20,8 @@ class LinearCrossEntropy(torch.autograd.Function):
     is needed, forward turns the same log-probs into d loss / d logits = (softmax - onehot) / n, written over the
     logits (never returned), and backward is two matmuls scaled by the incoming gradient. Against lm_head +
     F.cross_entropy(logits.float()) that saves a softmax pass, the fp32 logits and gradient, and an (N, Vp)
-    multiply (RECORDS.md has the measured step times). The idea of Liger Kernel's fused linear cross-entropy (Hsu et al. 2024, arXiv 2410.10989), chunked over rows only."""
+    multiply (RECORDS.md has the measured step times). The idea of Liger Kernel's fused linear cross-entropy
+    (Hsu et al. 2024, arXiv 2410.10989), chunked over rows only."""
 
     @staticmethod
     def forward(ctx, x, weight, targets, V, offset=None):

@@ -12,8 +12,10 @@ Targets are module-name suffixes: "c_attn" (default; see apply_lora), "c_proj" (
   python train.py config/lora_tinystories_dog.py                         # fine-tune: writes out-lora-dog/lora.pt
   python sample.py --out_dir=out-tinystories-cpu --lora=out-lora-dog/lora.pt  # base + adapter
   python lora.py --merge=out-lora-dog/lora.pt      # -> out-lora-dog/merged.pt, a plain checkpoint (no lora.py needed)
+  python lora.py --export=out-lora-dog/lora.pt --to=DIR  # -> peft's adapter_config.json + adapter_model.safetensors
   python lora.py --count='(?i)\b(dogs?|pupp(y|ies))\b' --ckpt=out-tinystories-cpu/ckpt.pt --lora=out-lora-dog/lora.pt
 """
+import hashlib
 import math
 import os
 import re
@@ -26,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import configure, load_model, read_checkpoint, save_checkpoint
+from errors import one_line_errors
 
 
 class LoRALinear(nn.Module):
@@ -95,13 +98,30 @@ def lora_state_dict(model) -> dict:
     return {k: v for k, v in model.state_dict().items() if "lora_" in k}
 
 
+def base_fingerprint(model) -> str:
+    """sha256 (16 hex digits) of the base's weights (every state-dict tensor but the adapters, in fp32 and name
+    order), with any merged adapter taken back out first: what an adapter records of the model it was trained on."""
+    merged = [m for m in model.modules() if isinstance(m, LoRALinear) and m.merged]
+    for m in merged:
+        m.merge(-1)
+    h = hashlib.sha256()
+    for k, t in sorted(model.state_dict().items()):
+        if "lora_" not in k and t.is_floating_point():
+            h.update(k.encode())
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    for m in merged:
+        m.merge(1)
+    return h.hexdigest()[:16]
+
+
 def save_lora(path, model, tokenizer, config, iter_num=0, best_val_loss=None, base="", extra=None):
-    """Write the adapters of model (lora_state_dict) to path, with their settings and base in the 'lora' entry that
-    load_lora reads: the one writer of the adapter format (train.py and the tests call it)."""
+    """Write the adapters of model (lora_state_dict) to path, with their settings, their base and its weights'
+    fingerprint in the 'lora' entry that load_lora reads: the one writer of the adapter format (train.py and the
+    tests call it)."""
     lora = next(m for m in model.modules() if isinstance(m, LoRALinear))
     targets = [n for n, m in model.named_modules() if isinstance(m, LoRALinear)]  # full names: exact on reload
     meta = {"r": lora.r, "alpha": lora.alpha, "dropout": lora.lora_dropout.p, "targets": ",".join(targets),
-            "base": base}
+            "base": base, "base_sha": base_fingerprint(model)}
     save_checkpoint(path, model, tokenizer, config, None, iter_num, best_val_loss, state=lora_state_dict(model),
                     extra={**(extra or {}), "lora": meta})
 
@@ -122,9 +142,7 @@ def load_lora(model, path, tokenizer=None) -> dict:
     """Apply the adapter at path (a lora.pt from train.py) to model, the base it was trained from; returns its
     checkpoint dict. SystemExit, naming both sides and the fix, when the adapter was trained on another base
     (architecture, tensor shapes, or tokenizer, if given)."""
-    ckpt = read_checkpoint(path)
-    if "lora" not in ckpt:
-        raise SystemExit(f"{path} is not a LoRA adapter (no 'lora' entry): pass the lora.pt written by a LoRA run")
+    ckpt = read_checkpoint(path, want="lora")
     fix = f"load it onto its base ({ckpt['lora']['base']}) or train an adapter for this model"
     if tokenizer is not None and tokenizer != ckpt["tokenizer"]:
         raise SystemExit(f"LoRA adapter {path} was trained for tokenizer '{ckpt['tokenizer']}' but this model uses "
@@ -137,6 +155,10 @@ def load_lora(model, path, tokenizer=None) -> dict:
                          f"{', '.join(f'{k}={theirs.get(k)}' for k in diff)}, this model "
                          f"{', '.join(f'{k}={mine[k]}' for k in diff)}: {fix}")
     s = ckpt["lora"]
+    if s.get("base_sha") and s["base_sha"] != base_fingerprint(model):  # same shapes, other weights
+        print(f"warning: LoRA adapter {path} was trained on other weights (base fingerprint {s['base_sha']}, this "
+              f"model {base_fingerprint(model)}): its base was {s['base']}; the result is not what it learned",
+              file=sys.stderr)
     if not any(isinstance(m, LoRALinear) for m in model.modules()):
         with torch.random.fork_rng():  # A's random init is overwritten: leave the caller's seeded RNG where it was
             apply_lora(model, s["r"], s["alpha"], s["dropout"], s["targets"].split(","))
@@ -164,12 +186,23 @@ def theme_share(model, tok, pattern, n=50, seed=1337, max_new_tokens=200, temper
 
 
 if __name__ == "__main__":
-    args = configure({"merge": "", "base": "", "count": "", "ckpt": "", "lora": "", "num_samples": 50,
-                      "seed": 1337, "max_new_tokens": 200}, sys.argv[1:])
+    one_line_errors()
+    args = configure(dict(
+        # -------------------------------------------------------------------------------------------------------------
+        merge="",           # an adapter (lora.pt) to fold into its base: writes merged.pt beside it
+        base="",            # --merge / --export: the base checkpoint, if it moved since training (default: recorded)
+        export="",          # an adapter (lora.pt) to write in peft's format (adapter_config.json + safetensors)
+        to="",              # --export: the output folder (default: peft/ beside the adapter)
+        count="",           # a regex: the share of sampled stories that match it, for --ckpt and then + --lora
+        ckpt="",            # --count: the base checkpoint
+        lora="",            # --count: the adapter
+        num_samples=50,     # --count: stories sampled from an EOT
+        seed=1337,          # --count: the sampler's seed, the same for base and adapter
+        max_new_tokens=200,  # --count: tokens per story, at most
+        # -------------------------------------------------------------------------------------------------------------
+    ), sys.argv[1:], __file__)
     if args["merge"]:  # adapter + its base -> one plain checkpoint in the adapter's folder
-        adapter = read_checkpoint(args["merge"])
-        if "lora" not in adapter:
-            raise SystemExit(f"{args['merge']} is not a LoRA adapter: pass the lora.pt written by a LoRA run")
+        adapter = read_checkpoint(args["merge"], want="lora")
         base = args["base"] or adapter["lora"]["base"]  # --base: when the base has moved since training
         model, ckpt = load_model(base)
         load_lora(model, args["merge"], ckpt["tokenizer"])
@@ -178,6 +211,11 @@ if __name__ == "__main__":
         save_checkpoint(out, model, ckpt["tokenizer"], adapter["config"], None, adapter["iter_num"], state=state,
                         extra={"merged_from": {"adapter": args["merge"], "base": base}})
         print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB): {args['merge']} merged into its base")
+    elif args["export"]:  # adapter -> peft's format, for the base exported by export.py (transformers folder)
+        from export import export_lora
+        to = args["to"] or os.path.join(os.path.dirname(args["export"]), "peft")
+        export_lora(args["export"], to, args["base"])
+        print(f"wrote {to}: {', '.join(sorted(os.listdir(to)))}")
     elif args["count"]:  # share of sampled stories that match a theme regex: base, then base + adapter
         from tokenizer import get_tokenizer
         model, ckpt = load_model(args["ckpt"])

@@ -17,6 +17,8 @@ train. If there is no val file (or with --filter and a single source), every 20t
 """
 import argparse
 import contextlib
+import ctypes
+import errno
 import functools
 import gzip
 import hashlib
@@ -27,6 +29,7 @@ import os
 import re
 import signal
 import time
+import zlib
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from errors import one_line_errors
 from tokenizer import NAMES, get_tokenizer
 
 HF_NAME = "roneneldan/TinyStories"
@@ -175,6 +179,19 @@ def iter_chunks(splits: dict, pattern, carve: bool, stats: dict):
             yield "val", val
 
 
+def worker_init():
+    """In each worker process: ignore Ctrl-C (the main process cleans up), and die with the parent. Linux's
+    prctl(PR_SET_PDEATHSIG) sends SIGKILL the moment the parent dies, even of SIGKILL (which nothing can catch);
+    without it, workers blocked on their pipes outlived a killed prepare.py. Elsewhere only the first part holds."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def write_bins(tok, chunks, files: dict, counts: dict, pbar, n_proc: int):
     """Encode (split, stories) chunks in n_proc worker processes (inline if 0), append them in order to files[split].
     The main process reads, splits and writes meanwhile; at most n_proc + 1 chunks are in flight: memory stays flat."""
@@ -182,8 +199,7 @@ def write_bins(tok, chunks, files: dict, counts: dict, pbar, n_proc: int):
     # 6M tokens/s here, 2 processes 12M. Fork: the workers inherit the loaded BPE; they ignore Ctrl-C, so that the
     # main process alone cleans up. byte stays inline: its numpy work costs less than shipping the ids back.
     # A writer thread overlaps the page-cache writes (GIL released) with the reading and splitting
-    pool = ProcessPoolExecutor(n_proc, multiprocessing.get_context("fork"), signal.signal,
-                               (signal.SIGINT, signal.SIG_IGN)) if n_proc else None
+    pool = ProcessPoolExecutor(n_proc, multiprocessing.get_context("fork"), worker_init) if n_proc else None
     with pool or contextlib.nullcontext(), ThreadPoolExecutor(1) as writer:
         pending, writes = deque(), deque()
         for split, stories in itertools.chain(chunks, [(None, [])]):  # (None, []): the end, flush everything
@@ -209,7 +225,7 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
     SystemExit with a one-line message on bad input; no final file is written then, nor on any exception."""
     try:
         tok = get_tokenizer(tokenizer)
-    except (ValueError, RuntimeError) as e:  # unknown name, or the GPT-2 BPE files are unreachable
+    except ValueError as e:  # an unknown name (unreachable GPT-2 BPE files raise SystemExit themselves)
         raise SystemExit(str(e))
     try:
         pattern = re.compile(filter) if filter else None
@@ -245,9 +261,18 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
             if c["stories"] == 0:
                 raise SystemExit(f"no stories for the {s} split in {source or HF_NAME}"
                                  + (f" matching --filter={filter!r}" if filter else ""))
-    except BaseException:  # incl. Ctrl-C: leave no partial bins behind
+    except BaseException as e:  # incl. Ctrl-C: leave no partial bins behind
         for t in tmp.values():
             t.unlink(missing_ok=True)
+        # numpy's tofile reports a short write as "N requested and M written", without errno
+        if isinstance(e, OSError) and (e.errno == errno.ENOSPC or "requested and" in str(e)):
+            per_byte = 2.0 if tok.name == "byte" else 0.5  # uint16 ids: 2 bytes per byte, or per ~4-byte GPT-2 token
+            need = sum(f["size"] * (3 if f["path"].endswith(".gz") else 1) for f in src["files"]) * per_byte / 1e6
+            raise SystemExit(f"disk full writing {out}: the bins need about {need:,.0f} MB; the partial files were "
+                             f"removed and nothing else changed (free space, or pass --out_dir elsewhere)") from None
+        if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)):
+            raise SystemExit(f"a source file is truncated or corrupt ({type(e).__name__}: {e}): download or copy it "
+                             f"again; partial bins removed") from None
         raise
     for s in counts:  # atomic per file; a reader with the old bin memmapped keeps its (old) inode
         os.replace(tmp[s], out / f"{s}.bin")
@@ -277,6 +302,7 @@ if __name__ == "__main__":
     ap.add_argument("--out_dir", default="data")
     ap.add_argument("--filter", default=None, help="keep only stories matching this regex (re.search)")
     ap.add_argument("--force", action="store_true", help="rebuild even if meta.json matches the source")
+    one_line_errors()
     args = ap.parse_args()
     if args.filter and args.name is None:  # a themed subset must not overwrite the full data's bins
         raise SystemExit("--filter needs --name, e.g. --name=tinystories_dragon")

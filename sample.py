@@ -11,12 +11,14 @@ The tokenizer is the one named in the checkpoint. Every story starts after an EO
 next EOT; special ids (PAD, sentinels) are never produced. An encoder-decoder reads the prompt with its encoder and
 writes the continuation with its decoder.
 """
+import os
 import sys
 import time
 
 import torch
 
 from common import autocast, configure, keep_freed_memory, load_model, resolve_device, resolve_dtype, sample_stories
+from errors import check, one_line_errors
 from tokenizer import get_tokenizer, known_word_rate, known_words
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -37,16 +39,22 @@ interactive = False         # read prompts from stdin until EOF or an empty line
 word_rate = False           # also print the share of generated words that occur in the train split (a fluency proxy)
 dataset = "tinystories"     # word_rate: the train split is data/<dataset>/<tokenizer>/train.bin
 # ---------------------------------------------------------------------------------------------------------------------
+one_line_errors()
 config = configure({k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool,
                     str))}, sys.argv[1:], __file__)
 globals().update(config)
+check(num_samples >= 1 and max_new_tokens >= 1, f"num_samples={num_samples} and max_new_tokens={max_new_tokens} "
+      f"must be at least 1")
+check(temperature >= 0, f"temperature={temperature} must be >= 0 (0 = greedy; below 0 would favour unlikely ids)")
+check(top_k >= 0 and 0 < top_p <= 1, f"top_k={top_k} must be >= 0 (0 = off) and top_p={top_p} in (0, 1]")
 keep_freed_memory()
 torch.manual_seed(seed)
 device = resolve_device(device)
 dtype = resolve_dtype(dtype, device)
 ctx = autocast(device, dtype)
 
-model, ckpt = load_model(f"{out_dir}/{ckpt_name}", device)
+# out_dir: train.py's folder (its ckpt_name), or a Hugging Face folder of export.py's or transformers' (config.json)
+model, ckpt = load_model(out_dir if os.path.exists(f"{out_dir}/config.json") else f"{out_dir}/{ckpt_name}", device)
 if lora:
     from lora import load_lora
     load_lora(model, lora, ckpt["tokenizer"])

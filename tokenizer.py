@@ -30,8 +30,8 @@ def _tiktoken_gpt2():
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as e:  # offline, tiktoken tries to download the BPE files and fails deep inside requests
-        raise RuntimeError(f"could not load the GPT-2 BPE ({type(e).__name__}); offline? set TIKTOKEN_CACHE_DIR to "
-                           "a folder holding tiktoken's cached gpt2 files, e.g. ../shared/tiktoken_cache") from None
+        raise SystemExit(f"could not load the GPT-2 BPE ({type(e).__name__}); offline? set TIKTOKEN_CACHE_DIR to "
+                         "a folder holding tiktoken's cached gpt2 files, e.g. ../shared/tiktoken_cache") from None
 
 
 class Tokenizer:

@@ -26,6 +26,7 @@ t_launch = time.time()  # a time_budget counts from here: the imports below take
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 from functools import partial
@@ -36,8 +37,9 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from batches import evaluate, open_tokens, train_batch
-from common import (autocast, configure, keep_freed_memory, measure_peak_flops, model_args, read_checkpoint,
-                    resolve_device, resolve_dtype, sample_stories, save_checkpoint)
+from common import (autocast, configure, keep_freed_memory, measure_peak_flops, model_args, gpt_config,
+                    read_checkpoint, resolve_device, resolve_dtype, sample_stories, save_checkpoint)
+from errors import check, one_line_errors
 from model import GPT, GPTConfig
 from tokenizer import get_tokenizer, known_word_rate, known_words
 
@@ -107,12 +109,23 @@ lora_targets = "c_attn"     # comma-separated Linear names to adapt (c_attn = th
 # system
 device = "auto"             # "auto" (cuda, then mps, then cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
 dtype = "auto"              # "auto" (the device's fast one) | "float32" | "bfloat16" | "float16"
-compile = False             # torch.compile the model (measured on this repo's CPU box: see README)
+compile = False             # torch.compile the model (on CPUs about as fast as eager: RECORDS.md)
 peak_flops = 0.0            # the device's peak FLOP/s in dtype for MFU; 0 = from a GPU table or measured
 # ---------------------------------------------------------------------------------------------------------------------
+one_line_errors()
 config = configure({k: v for k, v in globals().items() if not k.startswith("_") and
                     isinstance(v, (int, float, bool, str))}, sys.argv[1:], __file__)
 globals().update(config)
+for key in ("eval_interval", "log_interval", "batch_size", "block_size", "gradient_accumulation_steps", "plan_iters"):
+    check(config[key] > 0, f"{key}={config[key]} must be at least 1")
+for key in ("max_iters", "time_budget", "word_rate_samples", "warmup_iters", "weight_decay", "grad_clip", "min_lr"):
+    check(config[key] >= 0, f"{key}={config[key]} must not be negative")
+check(learning_rate > 0 and 0 <= dropout < 1, f"learning_rate={learning_rate} must be > 0, dropout={dropout} in [0, 1)")
+check(optimizer in ("adamw", "muon"), f"optimizer='{optimizer}' must be 'adamw' or 'muon'")
+check(init_from != "scratch" or not eval_only, "eval_only scores a trained model: set --init_from=resume (out_dir/"
+      "ckpt.pt) or --init_from=PATH of a checkpoint")
+check(not os.path.exists(out_dir) or os.path.isdir(out_dir), f"out_dir={out_dir} is a file, not a folder: pick "
+      f"another --out_dir")
 keep_freed_memory()
 device, dtype = resolve_device(device), resolve_dtype(dtype, resolve_device(device))
 device_type = device.split(":")[0]
@@ -143,9 +156,13 @@ log = print if master_process else (lambda *a, **k: None)
 
 # data
 data_dir = os.path.join("data", dataset, tokenizer)
-if not os.path.exists(os.path.join(data_dir, "meta.json")):
-    raise SystemExit(f"no prepared data in {data_dir}: run `python prepare.py --name={dataset} --tokenizer={tokenizer}`"
-                     f" (add --source=DIR for local release files, e.g. --source=data/tinystories_excerpt)")
+rebuild = (f"run `python prepare.py --name={dataset} --tokenizer={tokenizer}` (add --source=DIR for local release "
+           f"files, e.g. --source=data/tinystories_excerpt; --force rebuilds)")
+for name in ("meta.json", "train.bin", "val.bin"):
+    path = os.path.join(data_dir, name)
+    check(os.path.isfile(path), f"no prepared data in {data_dir} ({name} is missing): {rebuild}")
+    check(not name.endswith(".bin") or os.path.getsize(path) % 2 == 0, f"{path} is not whole uint16 ids (odd size: "
+          f"cut short?): {rebuild}")
 tok = get_tokenizer(tokenizer)
 train_path = os.path.join(data_dir, "train.bin")
 n_train_tokens = len(open_tokens(train_path))
@@ -157,17 +174,32 @@ model_keys = [f.name for f in GPTConfig.__dataclass_fields__.values()
 if init_from == "scratch":
     kept_ids = np.flatnonzero(np.bincount(open_tokens(train_path), minlength=tok.vocab_size)) \
         if out_vocab_from_data else []
-    model_config = GPTConfig(**{k: config[k] for k in model_keys}, vocab_size=tok.vocab_size,
-                             pad_id=-1 if tok.pad_id is None else tok.pad_id, out_vocab=len(kept_ids))
+    model_config = gpt_config({**{k: config[k] for k in model_keys}, "vocab_size": tok.vocab_size,
+                                 "pad_id": -1 if tok.pad_id is None else tok.pad_id, "out_vocab": len(kept_ids)})
 else:
-    ckpt = read_checkpoint(os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from, device)
+    path = os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from
+    if os.path.isdir(path):  # a folder of export.py's, or a transformers GPT-2 / LLaMA / GPT-NeoX model
+        from export import read_dir
+        ckpt = read_dir(path, device)
+    else:
+        ckpt = read_checkpoint(path, device)
     if "lora" in ckpt:  # adapters only: no model to start from
         raise SystemExit(f"{init_from} is a LoRA adapter: use its base, or `python lora.py --merge={init_from}`")
     if ckpt["tokenizer"] != tokenizer:
         raise SystemExit(f"{init_from} is a '{ckpt['tokenizer']}' checkpoint but this run reads '{tokenizer}' data: "
                          f"set --tokenizer={ckpt['tokenizer']} (and prepare that dataset for it)")
-    # the architecture is the checkpoint's; dropout may change when fine-tuning
-    model_config = GPTConfig(**{**model_args(ckpt), "dropout": dropout})
+    # the architecture is the checkpoint's (dropout and grad_checkpoint may change), and the config saved from now on
+    # says so; resuming with other architecture flags is refused, as the checkpoint cannot become that model
+    saved, free = model_args(ckpt), ("dropout", "grad_checkpoint")
+    other = [k for k in model_keys if k not in free and k in saved and config[k] != saved[k]]
+    check(init_from != "resume" or not other, f"resume: {', '.join(f'{k}={config[k]}' for k in other)} differ from "
+          f"the checkpoint's {', '.join(f'{k}={saved[k]}' for k in other)}: drop those flags, or train a new model "
+          f"in another --out_dir")
+    if other and not eval_only:
+        log(f"note: the model of {init_from} has {', '.join(f'{k}={saved[k]}' for k in other)}; those keys of "
+            f"this run's config follow it")
+    config.update({k: saved[k] for k in other})
+    model_config = gpt_config({**saved, **{k: config[k] for k in free}})
     if init_from == "resume":
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         if ckpt.get("plan"):  # a budgeted run: continue its planned schedule
@@ -341,7 +373,9 @@ while True:
     if iter_num >= max_iters:
         break
 
-    # one optimizer step: accum_steps micro-steps, gradients synchronised across ranks only on the last one
+    # one optimizer step: accum_steps micro-steps, gradients synchronised across ranks only on the last one. Dropout's
+    # masks come from a seed per (step, rank), so a resumed run draws the masks the uninterrupted one would have
+    torch.manual_seed((seed * 1_000_003 + iter_num) * 64 + ddp_rank)
     t_step = time.time()
     step_loss = torch.zeros((), device=device)  # mean loss over this step's global batch, for the log
     for micro in range(accum_steps):
@@ -390,7 +424,7 @@ while True:
         dt = (time.time() - t0) / log_interval
         tps, elapsed = tokens_per_iter / dt, time.time() - t_start
         if plan is not None and time_budget > 0 and iter_num < max_iters:  # still on time?
-            recent = float(np.median(step_times[-log_interval:]))
+            recent = dt  # this interval's mean: a median would hide the slow steps of a busy machine
             if t_start + time_budget < time.time() + (max_iters - iter_num) * recent + plan["final_s"]:
                 n = int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"])))
                 log(f"behind the plan ({recent * 1000:.0f} ms/step): max_iters = lr_decay_iters {max_iters} -> {n}")
@@ -405,9 +439,9 @@ while True:
     if agree(len(stop_signal), torch.distributed.ReduceOp.MAX if ddp else None):  # every rank stops at this step
         if master_process:
             save("ckpt.pt")
-            args = [a for a in sys.argv[1:] if not a.startswith("--init_from=")] + ["--init_from=resume"]
+            args = [a for a in sys.argv if not a.startswith("--init_from=")] + ["--init_from=resume"]
             launcher = f"torchrun --nproc_per_node={ddp_world_size}" if ddp else "python"
-            log(f"saved {out_dir}/ckpt.pt at iter {iter_num}; resume with: {launcher} train.py {' '.join(args)}")
+            log(f"saved {out_dir}/ckpt.pt at iter {iter_num}; resume with: {launcher} {shlex.join(args)}")
         if ddp:
             destroy_process_group()
         sys.exit(0)
