@@ -447,11 +447,12 @@ def test_top_k_and_top_p_keep_only_their_ids():
     probs = F.softmax(m(torch.zeros(1, 1, dtype=torch.long))[0][0, -1], dim=-1)  # the first step's distribution
     order = probs.argsort(descending=True).tolist()
     nucleus = order[:int((probs[order].cumsum(0) < 0.5).sum()) + 1]  # the smallest set reaching 0.5
-    assert 1 < len(nucleus) < 10
+    assert 1 < len(nucleus) < 50
     torch.manual_seed(0)
     first = lambda **kw: m.generate(torch.zeros(400, 1, dtype=torch.long), 1, temperature=1.0, **kw)[:, 1]
     assert set(first(top_k=3).tolist()) == set(order[:3])     # all of the top 3 drawn in 400 tries, nothing else
-    assert set(first(top_p=0.5).tolist()) == set(nucleus)
+    drawn = set(first(top_p=0.5).tolist())
+    assert drawn <= set(nucleus) and len(drawn) >= min(5, len(nucleus))  # without top_p, 400 draws leave it
     assert set(first(top_k=1).tolist()) == {order[0]}          # top_k=1 is greedy
 
 
@@ -575,8 +576,14 @@ def test_train_loss_falls_then_sample(workdir):
 
 @pytest.mark.slow
 def test_resume_matches_uninterrupted_bit_for_bit_with_dropout(workdir):
-    common_args = [str(REPO / "train.py"), *TINY, "--eval_interval=4", "--lr_decay_iters=8", "--dropout=0.2"]
+    common_args = [str(REPO / "train.py"), *TINY, "--eval_interval=4", "--lr_decay_iters=8", "--dropout=0.2",
+                   "--dropout_from=0.03"]  # late dropout: on from 3% of an epoch, iter 2 of these 128-token steps
     full = run([*common_args, "--out_dir=full", "--max_iters=8"], workdir)
+    n_train = len(np.fromfile(workdir / "data/tinystories/gpt2/train.bin", np.uint16))
+    on = math.ceil(0.03 * n_train / 128)
+    assert f"iter {on}: dropout 0.2 from here" in full.stdout and 0 < on < 8, (on, full.stdout[-1500:])
+    nodrop = run([*common_args, "--out_dir=nodrop", "--max_iters=8", "--dropout=0.0"], workdir)
+    assert losses(nodrop)[:on] == losses(full)[:on] and losses(nodrop)[on:] != losses(full)[on:]
     run([*common_args, "--out_dir=part", "--max_iters=4"], workdir)
     resumed = run([*common_args, "--out_dir=part", "--max_iters=8", "--init_from=resume"], workdir)
     assert re.findall(r"iter (\d+)/", resumed.stdout)[0] == "5"  # continues at the saved iter_num
@@ -744,7 +751,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(workdir, tmp_path):
     for argv, rx in cases:
         before = set(workdir.rglob("*"))
         out = run(argv, workdir, check=False)
-        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        lines = [line for line in out.stderr.splitlines() if line.strip() and not re.search(r"B/s\]$", line)]
         assert out.returncode != 0 and "Traceback" not in out.stderr and len(lines) == 1, (argv, out.stderr)
         assert re.search(rx, lines[0]), (argv, lines[0])
         assert "weights_only=False" not in out.stderr + out.stdout
@@ -776,10 +783,10 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_prepare_full_disk_removes_partial_bins(tmp_path, corpus, monkeypatch):
-    def full(self, f):
-        f.write(b"x")
+    def full(tok, chunks, files, *a):  # numpy's tofile on a full disk: some bytes written, then this OSError
+        files["train"].write(b"x" * 1000)
         raise OSError("2062181 requested and 524288 written")
-    monkeypatch.setattr(np.ndarray, "tofile", full, raising=False)
+    monkeypatch.setattr(prep, "write_bins", full)
     with pytest.raises(SystemExit, match=r"disk full writing .*: the bins need about"):
         prep.prepare(str(corpus[0]), "full", "byte", str(tmp_path / "data"), quiet=True)
     assert not list((tmp_path / "data").rglob("*.bin*")) and not list((tmp_path / "data").rglob("meta.json"))
@@ -850,11 +857,12 @@ def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
     out = run([str(REPO / "train.py"), *TINY, "--out_dir=budget", "--time_budget=12", "--log_interval=25",
                "--eval_interval=200", "--word_rate_samples=4"], workdir)
     wall = time.time() - t
-    n = int(re.search(r"--max_iters=(\d+) --lr_decay_iters", out.stdout)[1])
-    assert n > 50 and wall < 12 * 1.05, (n, wall, out.stdout[-2000:])
-    assert f"eval {n}:" in out.stdout and "known words:" in out.stdout
     ckpt = torch.load(workdir / "budget" / "ckpt.pt", weights_only=True)
-    assert ckpt["iter_num"] == n and ckpt["plan"]["max_iters"] == n and ckpt["config"]["max_iters"] == n
+    n = ckpt["plan"]["max_iters"]  # the plan's, or what it was cut to if the machine slowed down
+    assert n > 50 and wall < 12 * 1.05, (n, wall, out.stdout[-2000:])
+    assert re.search(r"--max_iters=(\d+) --lr_decay_iters", out.stdout)  # the repeat command is printed
+    assert f"eval {n}:" in out.stdout and "known words:" in out.stdout and "eval 0:" not in out.stdout
+    assert ckpt["iter_num"] == n and ckpt["config"]["max_iters"] == n == ckpt["config"]["lr_decay_iters"]
     again = run([str(REPO / "train.py"), *TINY, "--out_dir=budget2", "--time_budget=0", f"--max_iters={n}",
                  f"--lr_decay_iters={n}", "--log_interval=25", "--eval_interval=200", "--word_rate_samples=4"],
                 workdir)
@@ -1014,7 +1022,7 @@ def test_lora_adapter_file_reloads_and_refuses_other_bases(tmp_path, lora_thread
     model = apply_lora(lora_gpt(), r=4, alpha=8, dropout=0.0, targets="c_attn,c_fc")
     lora_randomize(model)
     lora_write_adapter(tmp_path / "lora.pt", model)
-    ckpt = read_checkpoint(str(tmp_path / "lora.pt"))
+    ckpt = read_checkpoint(str(tmp_path / "lora.pt"), want="lora")
     assert len(ckpt["model"]) == 2 * 2 * 2 and all("lora_" in k for k in ckpt["model"])  # layers x Linears x A,B
     fresh = lora_gpt()  # the same base (seed), no LoRA yet
     rng = torch.random.get_rng_state()
@@ -1090,7 +1098,7 @@ def test_lora_train_merge_sample_end_to_end(tmp_path, corpus, lora_threads):
     assert r.returncode == 0, r.stderr
     assert re.search(r"trainable 2,304 \(\d\.\d\d%\)", r.stdout), r.stdout  # 2 layers x 4 x ((32+96) + (32+128))
     assert sha() == before  # the base is read, never written
-    ckpt = read_checkpoint(str(tmp_path / "out-lora/lora.pt"))
+    ckpt = read_checkpoint(str(tmp_path / "out-lora/lora.pt"), want="lora")
     assert ckpt["lora"]["base"] == "base/ckpt.pt" and all("lora_" in k for k in ckpt["model"])
     assert (tmp_path / "out-lora/lora.pt").stat().st_size < (tmp_path / "base/ckpt.pt").stat().st_size / 2
     assert any(v.abs().sum() > 0 for k, v in ckpt["model"].items() if "lora_B" in k)  # it learned something

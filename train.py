@@ -22,7 +22,7 @@ later drops (a busy machine), the plan is cut to fit and the log says so.
 """
 import time
 
-t_launch = time.time()  # a time_budget counts from here: the imports below take seconds too
+_t_launch = time.time()  # a time_budget counts from here: the imports below take seconds too
 import json
 import math
 import os
@@ -72,6 +72,8 @@ n_layer = 4
 n_head = 4
 n_embd = 256
 dropout = 0.0
+dropout_from = 0.0          # epochs of training before dropout switches on ("late dropout", Liu et al. 2023, arXiv
+#                             2303.01500): a short run is not overfitting yet, a long one is; 0 = from the start
 bias = True
 rope = False
 rope_theta = 10000.0
@@ -118,7 +120,8 @@ config = configure({k: v for k, v in globals().items() if not k.startswith("_") 
 globals().update(config)
 for key in ("eval_interval", "log_interval", "batch_size", "block_size", "gradient_accumulation_steps", "plan_iters"):
     check(config[key] > 0, f"{key}={config[key]} must be at least 1")
-for key in ("max_iters", "time_budget", "word_rate_samples", "warmup_iters", "weight_decay", "grad_clip", "min_lr"):
+for key in ("max_iters", "time_budget", "word_rate_samples", "warmup_iters", "weight_decay", "grad_clip", "min_lr",
+            "dropout_from"):
     check(config[key] >= 0, f"{key}={config[key]} must not be negative")
 check(learning_rate > 0 and 0 <= dropout < 1, f"learning_rate={learning_rate} must be > 0, dropout={dropout} in [0, 1)")
 check(optimizer in ("adamw", "muon"), f"optimizer='{optimizer}' must be 'adamw' or 'muon'")
@@ -183,16 +186,15 @@ else:
         ckpt = read_dir(path, device)
     else:
         ckpt = read_checkpoint(path, device)
-    if "lora" in ckpt:  # adapters only: no model to start from
-        raise SystemExit(f"{init_from} is a LoRA adapter: use its base, or `python lora.py --merge={init_from}`")
     if ckpt["tokenizer"] != tokenizer:
         raise SystemExit(f"{init_from} is a '{ckpt['tokenizer']}' checkpoint but this run reads '{tokenizer}' data: "
                          f"set --tokenizer={ckpt['tokenizer']} (and prepare that dataset for it)")
     # the architecture is the checkpoint's (dropout and grad_checkpoint may change), and the config saved from now on
     # says so; resuming with other architecture flags is refused, as the checkpoint cannot become that model
+    # (block_size may be shorter: a fine-tune's windows; the model keeps its own, checked below)
     saved, free = model_args(ckpt), ("dropout", "grad_checkpoint")
-    other = [k for k in model_keys if k not in free and k in saved and config[k] != saved[k]]
-    check(init_from != "resume" or not other, f"resume: {', '.join(f'{k}={config[k]}' for k in other)} differ from "
+    other = [k for k in model_keys if k not in free + ("block_size",) and k in saved and config[k] != saved[k]]
+    check(init_from != "resume" or eval_only or not other, f"resume: {', '.join(f'{k}={config[k]}' for k in other)} differ from "
           f"the checkpoint's {', '.join(f'{k}={saved[k]}' for k in other)}: drop those flags, or train a new model "
           f"in another --out_dir")
     if other and not eval_only:
@@ -230,8 +232,11 @@ n_total, n_trainable = raw_model.num_params(False), sum(p.numel() for p in model
 optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer)
 optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
 plan = None
-if ckpt is not None and init_from == "resume":
-    for opt, state in zip(optimizers, ckpt["optimizer"] if isinstance(ckpt["optimizer"], list) else [ckpt["optimizer"]]):
+if ckpt is not None and init_from == "resume" and not eval_only:
+    states = ckpt["optimizer"] if isinstance(ckpt["optimizer"], list) else [ckpt["optimizer"]]
+    check(len(states) == len(optimizers), f"resume: the checkpoint was trained with optimizer="
+          f"{ckpt['config'].get('optimizer', 'adamw')}, this run asks for {optimizer}: set --optimizer to match")
+    for opt, state in zip(optimizers, states):
         opt.load_state_dict(state)
     plan = ckpt.get("plan")
 ckpt = None  # free the checkpoint's tensors
@@ -248,6 +253,7 @@ micro_batch = partial(train_batch, path=train_path, n_tokens=n_train_tokens, bat
 evaluate_split = lambda split, max_tokens=0: evaluate(raw_model, os.path.join(data_dir, f"{split}.bin"), tok,
                                                       batch_size, ctx, device, max_tokens, seq2seq)
 T_pred = model_config.tgt_len if enc_dec else block_size  # predicted tokens per sequence
+dropout_modules = [m for n, m in raw_model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_" not in n]
 tokens_per_iter = gradient_accumulation_steps * batch_size * T_pred
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
 peak = peak_flops or measure_peak_flops(device, dtype)
@@ -342,18 +348,20 @@ signal.signal(signal.SIGTERM, on_signal)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the loop
-t_start, t0 = t_launch, time.time()
-start_iter, eval_s, eval_n, save_s, step_times = iter_num, 0.0, 1, 0.0, []
+t_start, t0 = _t_launch, time.time()
+start_iter, eval_s, save_s, step_times = iter_num, 0.0, 0.0, []
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
     for group in (g for opt in optimizers for g in opt.param_groups):
         group["lr"] = lr
 
-    if iter_num % eval_interval == 0 or iter_num == max_iters:
+    # evaluate every eval_interval steps and at the end; a budgeted run skips the first one (of a model just
+    # initialised, or just saved), as its time goes to training, and the plan times a small evaluation of its own
+    if (iter_num % eval_interval == 0 and not (time_budget > 0 and iter_num == start_iter)) or iter_num == max_iters:
         final, t_eval = iter_num == max_iters, time.time()
         val = evaluate_split("val", 0 if final else eval_tokens)
         train = evaluate_split("train", eval_tokens or val["tokens"])
-        eval_s, eval_n = time.time() - t_eval, val["tokens"] + train["tokens"]
+        eval_s = time.time() - t_eval
         log(f"eval {iter_num}: train loss {train['loss']:.4f}, val loss {val['loss']:.4f}, val bpb {val['bpb']:.4f}"
             + (f", val span loss {val['span_loss']:.4f}" if enc_dec else "")
             + f" ({val['tokens']:,} val tokens, {eval_s:.1f} s; {time.time() - t_start:.0f} s elapsed)")
@@ -376,6 +384,11 @@ while True:
     # one optimizer step: accum_steps micro-steps, gradients synchronised across ranks only on the last one. Dropout's
     # masks come from a seed per (step, rank), so a resumed run draws the masks the uninterrupted one would have
     torch.manual_seed((seed * 1_000_003 + iter_num) * 64 + ddp_rank)
+    p = dropout if iter_num * tokens_per_iter >= dropout_from * n_train_tokens else 0.0  # a function of the step
+    if p != dropout_modules[0].p:
+        for m in dropout_modules:
+            m.p = p
+        log(f"iter {iter_num}: dropout {p} from here ({iter_num * tokens_per_iter / n_train_tokens:.1f} epochs)")
     t_step = time.time()
     step_loss = torch.zeros((), device=device)  # mean loss over this step's global batch, for the log
     for micro in range(accum_steps):
@@ -405,7 +418,8 @@ while True:
         save_s = save("ckpt.pt") if master_process else 0.0  # also: an early checkpoint to sample or resume from
         t, n = time.time(), evaluate_split("val", 16384)["tokens"]
         per_token = (time.time() - t) / n
-        eval_s, n_val = per_token * eval_n, len(open_tokens(os.path.join(data_dir, "val.bin")))
+        n_val = len(open_tokens(os.path.join(data_dir, "val.bin")))
+        eval_s = per_token * 2 * (eval_tokens or n_val)  # an evaluation during training: val and train tokens
         final_s = per_token * (n_val + (eval_tokens or n_val)) + save_s + word_rate_s(step_s)
         max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = \
             int(agree(fit_iters(time.time(), step_s, eval_s, save_s, final_s)))
@@ -423,7 +437,7 @@ while True:
                              f"is untouched (lower learning_rate, or set grad_clip)")
         dt = (time.time() - t0) / log_interval
         tps, elapsed = tokens_per_iter / dt, time.time() - t_start
-        if plan is not None and time_budget > 0 and iter_num < max_iters:  # still on time?
+        if plan is not None and time_budget > 0 and iter_num < max_iters and init_from != "resume":  # on time?
             recent = dt  # this interval's mean: a median would hide the slow steps of a busy machine
             if t_start + time_budget < time.time() + (max_iters - iter_num) * recent + plan["final_s"]:
                 n = int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"])))

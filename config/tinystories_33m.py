@@ -1,6 +1,6 @@
-# Seed 001's system: GPT-2 tokens, 6 layers x 384 wide x 6 heads, block 512, tied, GELU, dropout 0.1.
+# GPT-2 tokens, 6 layers x 384 wide x 6 heads, block 512, tied, GELU, dropout 0.1.
 # ~30M parameters (19.3M of them the tied 50,257 x 384 embedding): NOT the paper's 33M GPT-Neo model
-# (TinyStories-33M uses GPT-Neo's local attention and a 2048-token window); the name follows seed 001.
+# (TinyStories-33M uses GPT-Neo's local attention and a 2048-token window); the name is its size class.
 # A GPU config: python train.py config/tinystories_33m.py --batch_size=32
 out_dir = "out-tinystories-33m"
 dataset = "tinystories"

@@ -1,8 +1,8 @@
-# Seed 000's system: a byte-level ByT5-style encoder-decoder (Xue et al. 2021, arXiv 2105.13626), the sizes of
+# A byte-level ByT5-style encoder-decoder (Xue et al. 2021, arXiv 2105.13626), the sizes of
 # ByT5-small: 12 encoder / 4 decoder layers (ByT5's 3:1 depth), width 1472, GEGLU with a 3,584 hidden layer,
 # dropout 0.1. ByT5 has 6 heads of 64 (inner width 384); heads here span the whole width: 23 x 64 = 1472.
 # Trained on a mix of span corruption (15% noise, mean span 20 bytes) and prefix-LM continuation, which is what
-# sample.py asks of it (the seed trained on span corruption only, then sampled continuations).
+# sample.py asks of it (trained on span corruption alone, it sampled sentinels instead of stories).
 # A GPU config: python train.py config/tinystories_byt5.py
 out_dir = "out-tinystories-byt5"
 dataset = "tinystories"
@@ -12,7 +12,7 @@ eval_interval = 1000
 eval_tokens = 500_000
 log_interval = 50
 
-# bytes per optimizer step: 32 batch x 1024 encoder bytes x 8 accumulation = 262,144 = 2^18 (the seed's batch)
+# bytes per optimizer step: 32 batch x 1024 encoder bytes x 8 accumulation = 262,144 = 2^18 bytes a step
 batch_size = 32
 block_size = 1024              # encoder input bytes
 tgt_len = 256                  # continuation bytes the decoder predicts per sample
@@ -35,7 +35,7 @@ tie_weights = True
 
 learning_rate = 3e-4
 weight_decay = 0.1
-grad_clip = 1.0                # the seed stopped on gradient-norm spikes: clip them
+grad_clip = 1.0                # gradient-norm spikes stopped earlier runs of this size: clip them
 warmup_iters = 1000
 max_iters = 20_000
 lr_decay_iters = 20_000

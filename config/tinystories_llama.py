@@ -1,4 +1,4 @@
-# Seed 002's system: a LLaMA-style decoder on GPT-2 tokens: RoPE + RMSNorm + SwiGLU, no biases.
+# A LLaMA-style decoder on GPT-2 tokens: RoPE + RMSNorm + SwiGLU, no biases.
 # 8 layers x 512 wide x 8 heads; SwiGLU hidden = 8/3 x 512 rounded up to 64 = 1408.
 # A GPU config: python train.py config/tinystories_llama.py
 out_dir = "out-tinystories-llama"

@@ -1,4 +1,4 @@
-# Seed 003/004's system: GPT-2 tokens, 8 layers x 384 wide x 6 heads, RoPE instead of learned positions, block 512.
+# GPT-2 tokens, 8 layers x 384 wide x 6 heads, RoPE instead of learned positions, block 512.
 # A GPU config: python train.py config/tinystories_rope.py
 out_dir = "out-tinystories-rope"
 dataset = "tinystories"
