@@ -412,6 +412,7 @@ while True:
     step_times.append(time.time() - t_step)
 
     if time_budget > 0 and plan is None and iter_num - start_iter >= plan_iters:
+        t_plan = time.time()
         # the pace: median step (the first ones warm the allocator up), seconds per evaluated token (timed again
         # now: the first evaluation pays for warm-up), a checkpoint write, the known-word check
         step_s = agree(float(np.median(step_times[2:] or step_times)), torch.distributed.ReduceOp.MAX if ddp else None)
@@ -425,6 +426,7 @@ while True:
             int(agree(fit_iters(time.time(), step_s, eval_s, save_s, final_s)))
         plan = {"max_iters": max_iters, "lr_decay_iters": lr_decay_iters, "step_s": step_s, "eval_s": eval_s,
                 "save_s": save_s, "final_s": final_s, "planned_at": iter_num, "time_budget": time_budget}
+        t0 += time.time() - t_plan  # the planning is not step time: the log's pace (and the check on it) excludes it
         log(f"time_budget {time_budget:.0f} s: {step_s * 1000:.0f} ms/step, evaluations {eval_s:.1f} s, writes "
             f"{save_s:.1f} s, final evaluation ~{final_s:.0f} s -> max_iters = lr_decay_iters = {max_iters} "
             f"(repeat with --time_budget=0 --max_iters={max_iters} --lr_decay_iters={max_iters})")
