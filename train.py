@@ -254,6 +254,7 @@ evaluate_split = lambda split, max_tokens=0: evaluate(raw_model, os.path.join(da
                                                       batch_size, ctx, device, max_tokens, seq2seq)
 T_pred = model_config.tgt_len if enc_dec else block_size  # predicted tokens per sequence
 dropout_modules = [m for n, m in raw_model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_" not in n]
+dropout_on = math.ceil(dropout_from * n_train_tokens / (gradient_accumulation_steps * batch_size * T_pred))
 tokens_per_iter = gradient_accumulation_steps * batch_size * T_pred
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
 peak = peak_flops or measure_peak_flops(device, dtype)
@@ -290,14 +291,43 @@ def save(name):
     return time.time() - t
 
 
-def fit_iters(now, step_s, eval_s, save_s, final_s):
-    """Steps that fit in what is left of time_budget: training steps of step_s seconds, an evaluation (eval_s) and
-    two checkpoint writes (save_s each) every eval_interval steps, then the final evaluation and write (final_s)."""
+def fit_iters(now, step_s, eval_s, save_s, final_s, dropout_x=1.0):
+    """The last step that fits in what is left of time_budget: training steps of step_s seconds (dropout_x times
+    that once late dropout is on), an evaluation (eval_s) and two checkpoint writes (save_s each) every
+    eval_interval steps, then the final evaluation and write (final_s)."""
     left = t_start + time_budget * 0.98 - now - final_s  # 2%: the pace of a shared machine wanders
-    n = int(left / step_s)
-    for _ in range(3):  # the evaluations that n steps cross take time from the steps
-        n = int((left - ((iter_num + n) // eval_interval - iter_num // eval_interval) * (eval_s + 2 * save_s)) / step_s)
-    return iter_num + max(n, 0)
+    off = max(0, dropout_on - iter_num)  # steps still to run without dropout
+
+    def cost(n):
+        evals = (iter_num + n) // eval_interval - iter_num // eval_interval
+        return (min(n, off) + max(0, n - off) * dropout_x) * step_s + evals * (eval_s + 2 * save_s)
+    lo, hi = 0, int(left / step_s) + 1
+    while lo < hi:  # bisection: the most steps whose cost fits
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if cost(mid) <= left else (lo, mid - 1)
+    return iter_num + lo
+
+
+def dropout_cost():
+    """How much longer a step takes with dropout on than off (a ratio, >= 1), timed on two forward + backward
+    passes each of raw_model, with the RNG and the gradients left as they were. 1.0 when dropout never switches."""
+    if not dropout or dropout_on <= iter_num or ddp:  # (DDP's gradient hooks would see the passes: the check
+        return 1.0                                     # on the pace then makes up for it)
+    times = {}
+    with torch.random.fork_rng():
+        for p in (0.0, dropout, 0.0, dropout):
+            for m in dropout_modules:
+                m.p = p
+            inputs, y = micro_batch(iter_num, 0)
+            t = time.time()
+            with ctx:
+                loss = raw_model(**inputs, targets=y)[1]
+            loss.backward()
+            times[p] = min(times.get(p, 1e9), time.time() - t)
+    for m in dropout_modules:
+        m.p = 0.0
+    raw_model.zero_grad(set_to_none=True)
+    return max(1.0, times[dropout] / times[0.0])
 
 
 def word_rate_s(step_s):
@@ -384,7 +414,7 @@ while True:
     # one optimizer step: accum_steps micro-steps, gradients synchronised across ranks only on the last one. Dropout's
     # masks come from a seed per (step, rank), so a resumed run draws the masks the uninterrupted one would have
     torch.manual_seed((seed * 1_000_003 + iter_num) * 64 + ddp_rank)
-    p = dropout if iter_num * tokens_per_iter >= dropout_from * n_train_tokens else 0.0  # a function of the step
+    p = dropout if iter_num >= dropout_on else 0.0  # a function of the step
     if p != dropout_modules[0].p:
         for m in dropout_modules:
             m.p = p
@@ -422,12 +452,15 @@ while True:
         n_val = len(open_tokens(os.path.join(data_dir, "val.bin")))
         eval_s = per_token * 2 * (eval_tokens or n_val)  # an evaluation during training: val and train tokens
         final_s = per_token * (n_val + (eval_tokens or n_val)) + save_s + word_rate_s(step_s)
+        dropout_x = agree(dropout_cost(), torch.distributed.ReduceOp.MAX if ddp else None)
         max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = \
-            int(agree(fit_iters(time.time(), step_s, eval_s, save_s, final_s)))
+            int(agree(fit_iters(time.time(), step_s, eval_s, save_s, final_s, dropout_x)))
         plan = {"max_iters": max_iters, "lr_decay_iters": lr_decay_iters, "step_s": step_s, "eval_s": eval_s,
-                "save_s": save_s, "final_s": final_s, "planned_at": iter_num, "time_budget": time_budget}
+                "save_s": save_s, "final_s": final_s, "dropout_x": dropout_x, "planned_at": iter_num,
+                "time_budget": time_budget}
         t0 += time.time() - t_plan  # the planning is not step time: the log's pace (and the check on it) excludes it
-        log(f"time_budget {time_budget:.0f} s: {step_s * 1000:.0f} ms/step, evaluations {eval_s:.1f} s, writes "
+        log(f"time_budget {time_budget:.0f} s: {step_s * 1000:.0f} ms/step ({dropout_x:.2f}x with dropout, from "
+            f"step {dropout_on}), evaluations {eval_s:.1f} s, writes "
             f"{save_s:.1f} s, final evaluation ~{final_s:.0f} s -> max_iters = lr_decay_iters = {max_iters} "
             f"(repeat with --time_budget=0 --max_iters={max_iters} --lr_decay_iters={max_iters})")
     if iter_num % log_interval == 0:
@@ -441,8 +474,9 @@ while True:
         tps, elapsed = tokens_per_iter / dt, time.time() - t_start
         if plan is not None and time_budget > 0 and iter_num < max_iters and init_from != "resume":  # on time?
             recent = dt  # this interval's mean: a median would hide the slow steps of a busy machine
-            if t_start + time_budget < time.time() + (max_iters - iter_num) * recent + plan["final_s"]:
-                n = int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"])))
+            if t_start + 0.99 * time_budget < time.time() + (max_iters - iter_num) * recent + plan["final_s"]:
+                x = plan["dropout_x"] if iter_num < dropout_on else 1.0  # recent steps ran without dropout
+                n = int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"], x)))
                 log(f"behind the plan ({recent * 1000:.0f} ms/step): max_iters = lr_decay_iters {max_iters} -> {n}")
                 max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = plan["max_iters"] = \
                     plan["lr_decay_iters"] = max(n, iter_num)
