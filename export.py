@@ -409,7 +409,9 @@ def check(model: GPT, tok, path: str, seed: int = 1337, prompt: str = "Once upon
     n = model.config.block_size - ids.size(1)
     ours = model.generate(ids, n, temperature=0)[0, ids.size(1):]
     hf.generation_config.eos_token_id = None  # all n tokens, past any EOT, as our generate without stop_ids
-    theirs = hf.generate(ids, max_new_tokens=n, do_sample=False)[0, ids.size(1):]
+    # an explicit mask: our stories start with EOT, which is also GPT-2's pad id, and without a mask HF's generate
+    # masks every pad id of the prompt out (here the EOT in front): the greedy tokens then part after ~100 tokens
+    theirs = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)[0, ids.size(1):]
     same = int((ours != theirs).cumsum(0).eq(0).sum())  # leading tokens that agree
     torch.manual_seed(seed)
     generate = pipeline("text-generation", model=path, dtype=torch.float32, device="cpu")
