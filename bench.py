@@ -26,11 +26,11 @@ SHARED_STORIES = REPO / "data" / "tinystories_excerpt"  # the genuine stories sh
 
 
 def bench_prepare(args):
-    """Repeat the shared genuine stories into one >= args.mb MB .txt release file, then time prepare() per tokenizer.
+    """Repeat the shipped genuine stories into one >= args.mb MB .txt release file, then time prepare() per tokenizer.
     Repetition is fine for throughput: tiktoken caches nothing across stories, and sha256/IO see every byte."""
     from prepare import prepare, read_release
     if not SHARED_STORIES.is_dir():
-        raise SystemExit(f"{SHARED_STORIES} not found: bench needs the shared TinyStories excerpt")
+        raise SystemExit(f"{SHARED_STORIES} not found: bench needs the shipped TinyStories excerpt")
     stories = [s.decode() for f in sorted(SHARED_STORIES.glob("*.txt*")) for c, _ in read_release(f) for s in c if s]
     block = "".join(f"{s}\n<|endoftext|>\n" for s in stories)
     reps = -(-args.mb * 10**6 // len(block.encode()))  # ceil: at least args.mb MB
@@ -38,7 +38,7 @@ def bench_prepare(args):
         src = Path(tmp) / "bench-train.txt"
         src.write_text(block * reps, encoding="utf-8")
         mb = src.stat().st_size / 1e6
-        print(f"source: {src.name}, {mb:.1f} MB, {len(stories) * reps:,} stories ({reps}x the shared excerpt), "
+        print(f"source: {src.name}, {mb:.1f} MB, {len(stories) * reps:,} stories ({reps}x the shipped excerpt), "
               f"{os.cpu_count()} CPUs")
         for tok in ("gpt2", "byte"):
             dts = []

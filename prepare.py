@@ -116,7 +116,7 @@ def find_sources(source: str | None) -> tuple[dict, dict]:
             datasets.load_dataset(HF_NAME, streaming=True)
         except Exception as e:
             raise SystemExit(f"could not load {HF_NAME} from the HF hub ({type(e).__name__}); offline? "
-                             f"pass --source=DIR, e.g. --source=../shared/data/tinystories")
+                             f"pass --source=DIR, e.g. --source=data/tinystories_excerpt")
         return {"train": [read_table(None, "train")], "val": [read_table(None, "validation")]}, \
             {"name": HF_NAME, "files": []}
     p = Path(source)

@@ -641,7 +641,7 @@ def test_nan_guard_keeps_last_good_checkpoint(workdir):
     out = run([str(REPO / "train.py"), *TINY, "--out_dir=nan", "--max_iters=40", "--eval_interval=4",
                "--init_from=resume", "--learning_rate=1e12", "--grad_clip=0.0"], workdir, check=False)
     assert out.returncode != 0 and re.search(r"loss is (nan|inf)", out.stdout + out.stderr), out.stderr[-2000:]
-    assert (workdir / "nan" / "ckpt.pt").read_bytes() == before
+    assert (workdir / "nan" / "ckpt.pt").read_bytes() == before, "the last good checkpoint changed"
 
 
 @pytest.mark.slow
@@ -762,7 +762,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(workdir, tmp_path):
            "HTTP_PROXY": "http://127.0.0.1:9"}
     out = run([S, "--out_dir=good"], workdir, check=False, env=env)
     assert out.returncode != 0 and "Traceback" not in out.stderr and "TIKTOKEN_CACHE_DIR" in out.stderr
-    assert (workdir / "good" / "ckpt.pt").read_bytes() == good
+    assert (workdir / "good" / "ckpt.pt").read_bytes() == good, "the good checkpoint changed"  # no byte diff
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -819,8 +819,8 @@ def test_prepare_workers_die_with_a_killed_parent(tmp_path):
 def test_sigint_saves_then_resume_continues(workdir):
     """The first Ctrl-C finishes the step, writes ckpt.pt and prints the resume command; that command continues
     from the saved step. A second Ctrl-C aborts at once and leaves the checkpoint as it was."""
+    import hashlib
     import signal
-    import time
     args = [str(REPO / "train.py"), *TINY, "--out_dir=sig", "--max_iters=100000", "--eval_interval=100000"]
     p = subprocess.Popen([sys.executable, *args], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
@@ -836,18 +836,22 @@ def test_sigint_saves_then_resume_continues(workdir):
     cmd = re.search(r"resume with: python (.*)", out)[1].split() + ["--max_iters=" + str(saved + 3)]
     resumed = run(cmd, workdir)
     assert re.findall(r"iter (\d+)/", resumed.stdout)[0] == str(saved + 1)
-    before = (workdir / "sig" / "ckpt.pt").read_bytes()
-    p = subprocess.Popen([sys.executable, *args, "--init_from=resume"], cwd=workdir, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    before = hashlib.sha256((workdir / "sig" / "ckpt.pt").read_bytes()).hexdigest()
+    # slow steps (400 micro-steps each), so that the second Ctrl-C lands while the first one's step still runs
+    p = subprocess.Popen([sys.executable, *args, "--init_from=resume", "--gradient_accumulation_steps=400"],
+                         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in p.stdout:
         if line.startswith("iter "):
             break
     p.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    for line in p.stdout:
+        if "finishing this step" in line:  # the first signal was handled: the second must abort, not save
+            break
     p.send_signal(signal.SIGINT)
-    p.communicate(timeout=60)
-    assert p.returncode != 0 and (workdir / "sig" / "ckpt.pt").read_bytes() == before
-    assert not list((workdir / "sig").glob("*.tmp"))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode != 0 and "Traceback" not in err and "interrupted" in err, err
+    assert hashlib.sha256((workdir / "sig" / "ckpt.pt").read_bytes()).hexdigest() == before
+    assert not list((workdir / "sig").glob("*.tmp")) and "saved sig/ckpt.pt" not in out
 
 
 @pytest.mark.slow
