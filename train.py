@@ -146,8 +146,6 @@ if ddp:
                          f"multiple of the {ddp_world_size} DDP ranks")
 else:
     ddp_rank, ddp_local_rank, ddp_world_size = 0, 0, 1
-if not 0 <= dec_prefix < tgt_len:
-    raise SystemExit(f"config error: dec_prefix={dec_prefix} must be at least 0 and below tgt_len={tgt_len}")
 master_process = ddp_rank == 0  # logs, evaluates into files and writes checkpoints
 accum_steps = gradient_accumulation_steps // ddp_world_size  # micro-steps of this rank per optimizer step
 torch.manual_seed(seed + ddp_rank)  # dropout differs per rank; the weights come from rank 0 (DDP broadcasts them)
@@ -253,9 +251,9 @@ micro_batch = partial(train_batch, path=train_path, n_tokens=n_train_tokens, bat
 evaluate_split = lambda split, max_tokens=0: evaluate(raw_model, os.path.join(data_dir, f"{split}.bin"), tok,
                                                       batch_size, ctx, device, max_tokens, seq2seq)
 T_pred = model_config.tgt_len if enc_dec else block_size  # predicted tokens per sequence
-dropout_modules = [m for n, m in raw_model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_" not in n]
-dropout_on = math.ceil(dropout_from * n_train_tokens / (gradient_accumulation_steps * batch_size * T_pred))
 tokens_per_iter = gradient_accumulation_steps * batch_size * T_pred
+dropout_modules = [m for n, m in raw_model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_" not in n]
+dropout_on = math.ceil(dropout_from * n_train_tokens / tokens_per_iter)  # the step late dropout switches on at
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
 peak = peak_flops or measure_peak_flops(device, dtype)
 log(f"config: {json.dumps(config)}")
@@ -330,7 +328,7 @@ def dropout_cost():
     return max(1.0, times[dropout] / times[0.0])
 
 
-def word_rate_s(step_s):
+def word_rate_s():
     """Seconds the end-of-run known-word check will take: 16 of its 256 sampled tokens timed, times 16."""
     if not word_rate_samples or not master_process:
         return 0.0
@@ -451,7 +449,7 @@ while True:
         per_token = (time.time() - t) / n
         n_val = len(open_tokens(os.path.join(data_dir, "val.bin")))
         eval_s = per_token * 2 * (eval_tokens or n_val)  # an evaluation during training: val and train tokens
-        final_s = per_token * (n_val + (eval_tokens or n_val)) + save_s + word_rate_s(step_s)
+        final_s = per_token * (n_val + (eval_tokens or n_val)) + save_s + word_rate_s()
         dropout_x = agree(dropout_cost(), torch.distributed.ReduceOp.MAX if ddp else None)
         max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = \
             int(agree(fit_iters(time.time(), step_s, eval_s, save_s, final_s, dropout_x)))
