@@ -870,10 +870,10 @@ def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
     again = run([str(REPO / "train.py"), *TINY, "--out_dir=budget2", "--time_budget=0", f"--max_iters={n}",
                  f"--lr_decay_iters={n}", "--log_interval=25", "--eval_interval=200", "--word_rate_samples=4"],
                 workdir)
-    if "behind the plan" not in out.stdout:  # a re-planned run (a busy machine) changed its schedule midway
+    if "re-planned" not in out.stdout:  # a re-planned run (a busy or idling machine) changed its schedule midway
         assert losses(out) == losses(again)
     val = lambda o: re.search(rf"eval {n}: .*val loss ([\d.]+)", o.stdout)[1]
-    assert "behind the plan" in out.stdout or val(out) == val(again)
+    assert "re-planned" in out.stdout or val(out) == val(again)
 
 
 def test_help_lists_every_key_with_its_comment():

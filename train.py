@@ -18,7 +18,8 @@ lr_decay_iters to the steps that fit, prints them and saves them in the checkpoi
 then an ordinary function of the step, so `--time_budget=0 --max_iters=N --lr_decay_iters=N` repeats the run
 exactly (warmup_iters >= plan_iters, as in the shipped configs, makes the first steps identical too), and a resumed
 run continues the planned schedule. A schedule in elapsed seconds would make every run unrepeatable. If the pace
-later drops (a busy machine), the plan is cut to fit and the log says so.
+later drops (a busy machine), the plan is cut to fit; if it rises in the first half of the run, the plan is extended;
+the log says so either way.
 """
 import time
 
@@ -53,7 +54,8 @@ eval_tokens = 0             # evaluations during training score the first eval_t
 #                             the final one (at max_iters) and eval_only always score all of it; the train split
 #                             is scored on eval_tokens targets (0: as many as val)
 time_budget = 0.0           # seconds for the whole run, final evaluation included (0 = off: max_iters decides)
-plan_iters = 20             # with time_budget: steps run before the pace is measured and max_iters is fixed
+plan_iters = 50             # with time_budget: steps run before the pace is measured and max_iters is fixed
+#                             (the first steps run slower: a plan on too few overestimates a step)
 word_rate_samples = 20      # at the end: stories sampled to report the share of known words (0 = off)
 eval_only = False           # score the checkpoint of init_from and write out_dir/eval.json, then exit
 init_from = "scratch"       # "scratch" | "resume" (out_dir/ckpt.pt) | path of a checkpoint to start from (LoRA)
@@ -472,10 +474,13 @@ while True:
         tps, elapsed = tokens_per_iter / dt, time.time() - t_start
         if plan is not None and time_budget > 0 and iter_num < max_iters and init_from != "resume":  # on time?
             recent = dt  # this interval's mean: a median would hide the slow steps of a busy machine
-            if t_start + 0.99 * time_budget < time.time() + (max_iters - iter_num) * recent + plan["final_s"]:
-                x = plan["dropout_x"] if iter_num < dropout_on else 1.0  # recent steps ran without dropout
-                n = int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"], x)))
-                log(f"behind the plan ({recent * 1000:.0f} ms/step): max_iters = lr_decay_iters {max_iters} -> {n}")
+            x = plan["dropout_x"] if iter_num < dropout_on else 1.0  # recent steps ran without dropout
+            n = int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"], x)))
+            behind = t_start + 0.99 * time_budget < time.time() + (max_iters - iter_num) * recent + plan["final_s"]
+            ahead = n > 1.05 * max_iters and iter_num < max_iters // 2  # extend only while the schedule is young
+            if behind or ahead:
+                log(f"re-planned, {'behind' if behind else 'ahead of'} the plan ({recent * 1000:.0f} ms/step): "
+                    f"max_iters = lr_decay_iters {max_iters} -> {max(n, iter_num)}")
                 max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = plan["max_iters"] = \
                     plan["lr_decay_iters"] = max(n, iter_num)
         left = f", ~{(max_iters - iter_num) * dt:.0f} s of steps left" if plan else ""

@@ -42,6 +42,7 @@ learning_rate = 2e-3
 weight_decay = 0.1
 grad_clip = 1.0
 warmup_iters = 20
+plan_iters = 20               # = warmup_iters: the steps before the plan are the same with or without a budget
 max_iters = 600               # used only with --time_budget=0; the budget sets both from the pace
 lr_decay_iters = 600
 min_lr = 2e-4
