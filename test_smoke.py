@@ -858,7 +858,8 @@ def test_sigint_saves_then_resume_continues(workdir):
 def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
     import time
     t = time.time()
-    out = run([str(REPO / "train.py"), *TINY, "--out_dir=budget", "--time_budget=12", "--log_interval=25",
+    warm = "--warmup_iters=50"  # = plan_iters: the steps before the plan do not depend on lr_decay_iters
+    out = run([str(REPO / "train.py"), *TINY, warm, "--out_dir=budget", "--time_budget=12", "--log_interval=25",
                "--eval_interval=200", "--word_rate_samples=4"], workdir)
     wall = time.time() - t
     ckpt = torch.load(workdir / "budget" / "ckpt.pt", weights_only=True)
@@ -867,7 +868,7 @@ def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
     assert re.search(r"--max_iters=(\d+) --lr_decay_iters", out.stdout)  # the repeat command is printed
     assert f"eval {n}:" in out.stdout and "known words:" in out.stdout and "eval 0:" not in out.stdout
     assert ckpt["iter_num"] == n and ckpt["config"]["max_iters"] == n == ckpt["config"]["lr_decay_iters"]
-    again = run([str(REPO / "train.py"), *TINY, "--out_dir=budget2", "--time_budget=0", f"--max_iters={n}",
+    again = run([str(REPO / "train.py"), *TINY, warm, "--out_dir=budget2", "--time_budget=0", f"--max_iters={n}",
                  f"--lr_decay_iters={n}", "--log_interval=25", "--eval_interval=200", "--word_rate_samples=4"],
                 workdir)
     if "re-planned" not in out.stdout:  # a re-planned run (a busy or idling machine) changed its schedule midway

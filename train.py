@@ -475,14 +475,15 @@ while True:
         if plan is not None and time_budget > 0 and iter_num < max_iters and init_from != "resume":  # on time?
             recent = dt  # this interval's mean: a median would hide the slow steps of a busy machine
             x = plan["dropout_x"] if iter_num < dropout_on else 1.0  # recent steps ran without dropout
-            n = int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"], x)))
-            behind = t_start + 0.99 * time_budget < time.time() + (max_iters - iter_num) * recent + plan["final_s"]
+            n = max(iter_num, int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"], x))))
+            behind = agree(t_start + 0.99 * time_budget < time.time() + (max_iters - iter_num) * recent
+                           + plan["final_s"], torch.distributed.ReduceOp.MAX if ddp else None)  # any rank late
             ahead = n > 1.05 * max_iters and iter_num < max_iters // 2  # extend only while the schedule is young
-            if behind or ahead:
+            if behind or ahead:  # the same on every rank: n and behind are agreed
                 log(f"re-planned, {'behind' if behind else 'ahead of'} the plan ({recent * 1000:.0f} ms/step): "
-                    f"max_iters = lr_decay_iters {max_iters} -> {max(n, iter_num)}")
+                    f"max_iters = lr_decay_iters {max_iters} -> {n}")
                 max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = plan["max_iters"] = \
-                    plan["lr_decay_iters"] = max(n, iter_num)
+                    plan["lr_decay_iters"] = n
         left = f", ~{(max_iters - iter_num) * dt:.0f} s of steps left" if plan else ""
         log(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tps:,.0f} tokens/s, "
             f"mfu {100 * tps * flops_per_token / (peak * ddp_world_size):.1f}%, {elapsed:.0f} s elapsed{left}")
