@@ -475,12 +475,20 @@ while True:
         if plan is not None and time_budget > 0 and iter_num < max_iters and init_from != "resume":  # on time?
             recent = dt  # this interval's mean: a median would hide the slow steps of a busy machine
             x = plan["dropout_x"] if iter_num < dropout_on else 1.0  # recent steps ran without dropout
-            n = max(iter_num, int(agree(fit_iters(time.time(), recent, eval_s, save_s, plan["final_s"], x))))
+            fit = lambda pace: max(iter_num, int(agree(fit_iters(time.time(), pace, eval_s, save_s, plan["final_s"],
+                                                                 x))))
             behind = agree(t_start + 0.99 * time_budget < time.time() + (max_iters - iter_num) * recent
                            + plan["final_s"], torch.distributed.ReduceOp.MAX if ddp else None)  # any rank late
-            ahead = n > 1.05 * max_iters and iter_num < max_iters // 2  # extend only while the schedule is young
+            # a plan is extended only on the pace since the plan (or since dropout switched on): one interval's mean
+            # wanders too much on a shared machine, and extending on it alternates with cuts
+            since = (dropout_on if iter_num > dropout_on else plan["planned_at"]) - start_iter
+            steady = agree(float(np.mean(step_times[since:] or [recent])),
+                           torch.distributed.ReduceOp.MAX if ddp else None)
+            n = fit(recent if behind else steady)
+            ahead = not behind and iter_num < max_iters // 2 and n > 1.05 * max_iters  # while the schedule is young
             if behind or ahead:  # the same on every rank: n and behind are agreed
-                log(f"re-planned, {'behind' if behind else 'ahead of'} the plan ({recent * 1000:.0f} ms/step): "
+                pace = recent if behind else steady
+                log(f"re-planned, {'behind' if behind else 'ahead of'} the plan ({1000 * pace:.0f} ms/step): "
                     f"max_iters = lr_decay_iters {max_iters} -> {n}")
                 max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = plan["max_iters"] = \
                     plan["lr_decay_iters"] = n
