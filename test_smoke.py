@@ -576,14 +576,18 @@ def test_train_loss_falls_then_sample(workdir):
 
 @pytest.mark.slow
 def test_resume_matches_uninterrupted_bit_for_bit_with_dropout(workdir):
-    common_args = [str(REPO / "train.py"), *TINY, "--eval_interval=4", "--lr_decay_iters=8", "--dropout=0.2",
-                   "--dropout_from=0.03"]  # late dropout: on from 3% of an epoch, iter 2 of these 128-token steps
-    full = run([*common_args, "--out_dir=full", "--max_iters=8"], workdir)
     n_train = len(np.fromfile(workdir / "data/tinystories/gpt2/train.bin", np.uint16))
+    common_args = [str(REPO / "train.py"), *TINY, "--eval_interval=4", "--lr_decay_iters=8", "--dropout=0.2",
+                   "--dropout_from=0.03",  # late dropout: on from 3% of an epoch, iter 2 of these 128-token steps
+                   f"--batch_ramp={4.5 * 128 / n_train}"]  # and batch 8 from step 5, after the resume point
+    full = run([*common_args, "--out_dir=full", "--max_iters=8"], workdir)
     on = math.ceil(0.03 * n_train / 128)
-    assert f"iter {on}: dropout 0.2 from here" in full.stdout and 0 < on < 8, (on, full.stdout[-1500:])
+    assert f"iter {on}: dropout 0.2 from here" in full.stdout and 0 < on < 4, (on, full.stdout[-1500:])
+    assert "iter 5: batch 8 from here" in full.stdout and "batch 8 from step 5" in full.stdout
     nodrop = run([*common_args, "--out_dir=nodrop", "--max_iters=8", "--dropout=0.0"], workdir)
     assert losses(nodrop)[:on] == losses(full)[:on] and losses(nodrop)[on:] != losses(full)[on:]
+    noramp = run([*common_args, "--out_dir=noramp", "--max_iters=8", "--batch_ramp=0"], workdir)
+    assert losses(noramp)[:5] == losses(full)[:5] and all(a != b for a, b in zip(losses(noramp)[5:], losses(full)[5:]))
     run([*common_args, "--out_dir=part", "--max_iters=4"], workdir)
     resumed = run([*common_args, "--out_dir=part", "--max_iters=8", "--init_from=resume"], workdir)
     assert re.findall(r"iter (\d+)/", resumed.stdout)[0] == "5"  # continues at the saved iter_num
@@ -875,6 +879,38 @@ def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
         assert losses(out) == losses(again)
     val = lambda o: re.search(rf"eval {n}: .*val loss ([\d.]+)", o.stdout)[1]
     assert "re-planned" in out.stdout or val(out) == val(again)
+
+
+def test_budget_fits_cuts_extends_and_holds_in_its_band():
+    from budget import AHEAD, END_FIT, END_LATE, Budget, pace
+    # planned at 0.2 s a step; late dropout adds 0.06 s from step 300, a batch ramp 0.2 more from step 1000
+    b = Budget(seconds=600, t_start=0.0, eval_interval=100, step_s=0.2, eval_s=3.0, save_s=0.5, final_s=15.0,
+               phases=[[0, 0.0], [300, 0.06], [1000, 0.26]])
+    # the cost counts each phase's steps at its pace and an evaluation + two writes per eval_interval crossed
+    assert b.cost(250, 100, 0.2) == pytest.approx(50 * 0.2 + 50 * 0.26 + 3.0 + 1.0)
+    assert b.cost(350, 100, 0.3) == pytest.approx(100 * 0.3 + 4.0)  # a pace measured in a phase includes its cost
+    assert b.cost(950, 100, 0.3) == pytest.approx(50 * 0.3 + 50 * 0.5 + 4.0)
+    assert (b.extra(299), b.extra(300), b.phase_start(999), b.phase_start(1000)) == (0.0, 0.06, 300, 1000)
+    n = b.fit(now=20.0, iter_num=50, step_s=0.2)  # the most steps that end by END_FIT of the budget
+    left = END_FIT * 600 - 20.0 - 15.0
+    assert n > 1000 and b.cost(50, n - 50, 0.2) <= left < b.cost(50, n + 1 - 50, 0.2)
+    assert b.revise(20.0, 50, n, 0.2) == (n, None)  # on plan
+    # at step 500, on time, dropout on since 300: planned at 0.26 s a step, slower is cut to a plan that then holds at
+    # that pace (no flip back); a pace that ends inside the band between END_FIT and END_LATE changes nothing
+    now = 20.0 + b.cost(50, 450, 0.2)
+    assert b.revise(now, 500, n, 0.26) == (n, None)
+    m, why = b.revise(now, 500, n, 0.3)
+    assert why == "behind" and m < n and b.revise(now, 500, m, 0.3) == (m, None)
+    slight = 0.26 * (1 + 0.4 * (END_LATE - END_FIT) * 600 / b.cost(500, n - 500, 0.26))
+    assert b.revise(now, 500, n, slight) == (n, None) and b.fit(now, 500, slight) < n
+    # faster: extended in the first half only, by more than AHEAD
+    m, why = b.revise(20.0, 50, n, 0.15)
+    assert why == "ahead of" and m > AHEAD * n and b.revise(20.0, 50, m, 0.15) == (m, None)
+    it = n // 2 + 1
+    now, fast = 20.0 + b.cost(50, it - 50, 0.2), 0.6 * (0.2 + b.extra(it))
+    assert b.fit(now, it, fast) > AHEAD * n and b.revise(now, it, n, fast) == (n, None)
+    # the pace: mean of the window after `since`
+    assert pace([9.0] * 10 + [1.0, 3.0], since=10) == 2.0 and pace([1.0] * 500 + [3.0] * 200, since=0) == 3.0
 
 
 def test_help_lists_every_key_with_its_comment():

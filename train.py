@@ -19,7 +19,7 @@ then an ordinary function of the step, so `--time_budget=0 --max_iters=N --lr_de
 exactly (warmup_iters >= plan_iters, as in the shipped configs, makes the first steps identical too), and a resumed
 run continues the planned schedule. A schedule in elapsed seconds would make every run unrepeatable. If the pace
 later drops (a busy machine), the plan is cut to fit; if it rises in the first half of the run, the plan is extended;
-the log says so either way.
+the log says so either way. budget.py holds the arithmetic, and the band that keeps a wandering pace from flipping it.
 """
 import time
 
@@ -38,6 +38,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from batches import evaluate, open_tokens, train_batch
+from budget import Budget, pace
 from common import (autocast, configure, keep_freed_memory, measure_peak_flops, model_args, gpt_config,
                     read_checkpoint, resolve_device, resolve_dtype, sample_stories, save_checkpoint)
 from errors import check, one_line_errors
@@ -68,6 +69,9 @@ dataset = "tinystories"
 tokenizer = "gpt2"          # "gpt2" | "byte"
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all DDP ranks
 batch_size = 8              # sequences per micro-step and rank
+batch_ramp = 0.0            # epochs at batch_size, then twice as many sequences per micro-step (0 = never): small,
+#                             many steps early, a larger batch once the loss moves slowly (Smith et al. 2018, arXiv
+#                             1711.00489, grow the batch where the learning rate would decay)
 block_size = 256            # tokens per sequence (the encoder's input length in an encoder-decoder)
 # model (see GPTConfig in model.py)
 n_layer = 4
@@ -123,7 +127,7 @@ globals().update(config)
 for key in ("eval_interval", "log_interval", "batch_size", "block_size", "gradient_accumulation_steps", "plan_iters"):
     check(config[key] > 0, f"{key}={config[key]} must be at least 1")
 for key in ("max_iters", "time_budget", "word_rate_samples", "warmup_iters", "weight_decay", "grad_clip", "min_lr",
-            "dropout_from"):
+            "dropout_from", "batch_ramp"):
     check(config[key] >= 0, f"{key}={config[key]} must not be negative")
 check(learning_rate > 0 and 0 <= dropout < 1, f"learning_rate={learning_rate} must be > 0, dropout={dropout} in [0, 1)")
 check(optimizer in ("adamw", "muon"), f"optimizer='{optimizer}' must be 'adamw' or 'muon'")
@@ -248,14 +252,25 @@ if ddp:
 # the settings of the encoder-decoder's objectives: the model's own tgt_len / dec_prefix (a checkpoint's, if loaded)
 seq2seq = dict(span_ratio=span_ratio, noise_density=noise_density, mean_span=mean_span,
                tgt_len=model_config.tgt_len, dec_prefix=model_config.dec_prefix) if enc_dec else None
-micro_batch = partial(train_batch, path=train_path, n_tokens=n_train_tokens, batch_size=batch_size,
-                      block_size=block_size, device=device, seed=seed, tok=tok, seq2seq=seq2seq)
+draw = partial(train_batch, path=train_path, n_tokens=n_train_tokens, block_size=block_size, device=device, seed=seed,
+               tok=tok, seq2seq=seq2seq)
 evaluate_split = lambda split, max_tokens=0: evaluate(raw_model, os.path.join(data_dir, f"{split}.bin"), tok,
                                                       batch_size, ctx, device, max_tokens, seq2seq)
 T_pred = model_config.tgt_len if enc_dec else block_size  # predicted tokens per sequence
-tokens_per_iter = gradient_accumulation_steps * batch_size * T_pred
+tokens_per_iter = gradient_accumulation_steps * batch_size * T_pred  # before the batch ramp; twice that after it
+ramp_on = math.ceil(batch_ramp * n_train_tokens / tokens_per_iter) if batch_ramp else None  # the ramp's first step
+batch_at = lambda it: batch_size * (2 if ramp_on is not None and it >= ramp_on else 1)  # sequences per micro-step
+micro_batch = lambda it, g: draw(it, g, batch_size=batch_at(it))
+
+
+def epoch_step(epochs):
+    """The first step after `epochs` passes over the train split (steps after the batch ramp hold twice the tokens)."""
+    n = epochs * n_train_tokens / tokens_per_iter
+    return math.ceil(n if ramp_on is None or n <= ramp_on else ramp_on + (n - ramp_on) / 2)
+
+
 dropout_modules = [m for n, m in raw_model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_" not in n]
-dropout_on = math.ceil(dropout_from * n_train_tokens / tokens_per_iter)  # the step late dropout switches on at
+dropout_on = epoch_step(dropout_from)  # the step late dropout switches on at
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
 peak = peak_flops or measure_peak_flops(device, dtype)
 log(f"config: {json.dumps(config)}")
@@ -263,7 +278,8 @@ log(f"model: {n_total / 1e6:.2f}M parameters ({raw_model.num_params() / 1e6:.2f}
     f"{n_trainable:,} ({100 * n_trainable / n_total:.2f}%); {flops_per_token / 1e6:.1f} MFLOP per token")
 log(f"tokens per iteration: {tokens_per_iter:,} = {gradient_accumulation_steps} accumulation x {batch_size} batch "
     f"x {T_pred} tokens ({ddp_world_size} rank(s)); {n_train_tokens:,} train tokens = "
-    f"{n_train_tokens / tokens_per_iter:.1f} iterations per epoch")
+    f"{n_train_tokens / tokens_per_iter:.1f} iterations per epoch"
+    + (f"; batch {2 * batch_size} from step {ramp_on} ({batch_ramp:g} epochs)" if ramp_on is not None else ""))
 log(f"device {device}, dtype {dtype}, compile {compile}, peak {peak / 1e12:.2f} TFLOP/s for MFU")
 
 
@@ -291,43 +307,32 @@ def save(name):
     return time.time() - t
 
 
-def fit_iters(now, step_s, eval_s, save_s, final_s, dropout_x=1.0):
-    """The last step that fits in what is left of time_budget: training steps of step_s seconds (dropout_x times
-    that once late dropout is on), an evaluation (eval_s) and two checkpoint writes (save_s each) every
-    eval_interval steps, then the final evaluation and write (final_s)."""
-    left = t_start + time_budget * 0.98 - now - final_s  # 2%: the pace of a shared machine wanders
-    off = max(0, dropout_on - iter_num)  # steps still to run without dropout
-
-    def cost(n):
-        evals = (iter_num + n) // eval_interval - iter_num // eval_interval
-        return (min(n, off) + max(0, n - off) * dropout_x) * step_s + evals * (eval_s + 2 * save_s)
-    lo, hi = 0, int(left / step_s) + 1
-    while lo < hi:  # bisection: the most steps whose cost fits
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if cost(mid) <= left else (lo, mid - 1)
-    return iter_num + lo
-
-
-def dropout_cost():
-    """How much longer a step takes with dropout on than off (a ratio, >= 1), timed on two forward + backward
-    passes each of raw_model, with the RNG and the gradients left as they were. 1.0 when dropout never switches."""
-    if not dropout or dropout_on <= iter_num or ddp:  # (DDP's gradient hooks would see the passes: the check
-        return 1.0                                     # on the pace then makes up for it)
+def phase_costs():
+    """The phases ahead of this step, [(first step, seconds a step costs more from there on)], for the Budget: late
+    dropout (its random masks) and the batch ramp (twice the sequences), each timed as forward + backward passes of
+    raw_model against passes in this step's setting, with the RNG and the gradients left as they were. A pass leaves
+    the optimizer step out, which does not change with them. [] under DDP (its gradient hooks would see the passes:
+    the checks on the pace make up for it)."""
+    setting = lambda it: (dropout if it >= dropout_on else 0.0, batch_at(it))
+    firsts = sorted({f for f in (dropout_on, ramp_on) if f is not None and f > iter_num and
+                     setting(f) != setting(iter_num)})
+    if not firsts or ddp:
+        return []
     times = {}
     with torch.random.fork_rng():
-        for p in (0.0, dropout, 0.0, dropout):
+        for key in [setting(iter_num), *map(setting, firsts)] * 4:  # the least of 4: a new shape warms up for 2-3
             for m in dropout_modules:
-                m.p = p
-            inputs, y = micro_batch(iter_num, 0)
+                m.p = key[0]
+            inputs, y = draw(iter_num, 0, batch_size=key[1])
             t = time.time()
             with ctx:
                 loss = raw_model(**inputs, targets=y)[1]
             loss.backward()
-            times[p] = min(times.get(p, 1e9), time.time() - t)
+            times[key] = min(times.get(key, 1e9), time.time() - t)
     for m in dropout_modules:
-        m.p = 0.0
+        m.p = setting(iter_num)[0]
     raw_model.zero_grad(set_to_none=True)
-    return max(1.0, times[dropout] / times[0.0])
+    return [(f, max(0.0, times[setting(f)] - times[setting(iter_num)])) for f in firsts]
 
 
 def word_rate_s():
@@ -341,12 +346,12 @@ def word_rate_s():
     return 16 * (time.time() - t) + 0.5  # + reading the train split's words
 
 
-def agree(n, op=torch.distributed.ReduceOp.MIN if ddp else None):
-    """n as every DDP rank sees it: the smallest (MIN) or largest (MAX) over ranks; n itself without DDP."""
+def agree(n, largest=False):
+    """n as every DDP rank sees it: the smallest (or the largest) over ranks; n itself without DDP."""
     if not ddp:
         return n
     t = torch.tensor([n], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t, op=op)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX if largest else torch.distributed.ReduceOp.MIN)
     return t.item()
 
 
@@ -379,7 +384,7 @@ signal.signal(signal.SIGTERM, on_signal)
 # ---------------------------------------------------------------------------------------------------------------------
 # the loop
 t_start, t0 = _t_launch, time.time()
-start_iter, eval_s, save_s, step_times = iter_num, 0.0, 0.0, []
+start_iter, eval_s, save_s, step_times, budget = iter_num, 0.0, 0.0, [], None
 while True:
     lr = get_lr(iter_num) if decay_lr else learning_rate
     for group in (g for opt in optimizers for g in opt.param_groups):
@@ -418,7 +423,9 @@ while True:
     if p != dropout_modules[0].p:
         for m in dropout_modules:
             m.p = p
-        log(f"iter {iter_num}: dropout {p} from here ({iter_num * tokens_per_iter / n_train_tokens:.1f} epochs)")
+        log(f"iter {iter_num}: dropout {p} from here ({dropout_from:g} epochs)")
+    if iter_num == ramp_on:
+        log(f"iter {iter_num}: batch {batch_at(iter_num)} from here ({batch_ramp:g} epochs)")
     t_step = time.time()
     step_loss = torch.zeros((), device=device)  # mean loss over this step's global batch, for the log
     for micro in range(accum_steps):
@@ -443,24 +450,26 @@ while True:
 
     if time_budget > 0 and plan is None and iter_num - start_iter >= plan_iters:
         t_plan = time.time()
-        # the pace: median step (the first ones warm the allocator up), seconds per evaluated token (timed again
-        # now: the first evaluation pays for warm-up), a checkpoint write, the known-word check
-        step_s = agree(float(np.median(step_times[2:] or step_times)), torch.distributed.ReduceOp.MAX if ddp else None)
+        # the pace: the mean step of the second half (the first steps warm the allocator up; the checks later use the
+        # same mean, budget.pace), seconds per evaluated token (timed again now: the first evaluation pays for
+        # warm-up), a checkpoint write, the known-word check
+        step_s = agree(pace(step_times, since=len(step_times) // 2), largest=True)
         save_s = save("ckpt.pt") if master_process else 0.0  # also: an early checkpoint to sample or resume from
         t, n = time.time(), evaluate_split("val", 16384)["tokens"]
         per_token = (time.time() - t) / n
         n_val = len(open_tokens(os.path.join(data_dir, "val.bin")))
         eval_s = per_token * 2 * (eval_tokens or n_val)  # an evaluation during training: val and train tokens
         final_s = per_token * (n_val + (eval_tokens or n_val)) + save_s + word_rate_s()
-        dropout_x = agree(dropout_cost(), torch.distributed.ReduceOp.MAX if ddp else None)
+        phases = [[0, 0.0]] + [[f, agree(x, largest=True)] for f, x in phase_costs()]  # lists: plain data
+        budget = Budget(time_budget, t_start, eval_interval, step_s, eval_s, save_s, final_s, phases)
         max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = \
-            int(agree(fit_iters(time.time(), step_s, eval_s, save_s, final_s, dropout_x)))
+            int(agree(budget.fit(time.time(), iter_num, step_s)))
         plan = {"max_iters": max_iters, "lr_decay_iters": lr_decay_iters, "step_s": step_s, "eval_s": eval_s,
-                "save_s": save_s, "final_s": final_s, "dropout_x": dropout_x, "planned_at": iter_num,
+                "save_s": save_s, "final_s": final_s, "phases": phases, "planned_at": iter_num,
                 "time_budget": time_budget}
         t0 += time.time() - t_plan  # the planning is not step time: the log's pace (and the check on it) excludes it
-        log(f"time_budget {time_budget:.0f} s: {step_s * 1000:.0f} ms/step ({dropout_x:.2f}x with dropout, from "
-            f"step {dropout_on}), evaluations {eval_s:.1f} s, writes "
+        later = "".join(f", +{1000 * x:.0f} ms from step {f}" for f, x in phases[1:])  # dropout, the batch ramp
+        log(f"time_budget {time_budget:.0f} s: {step_s * 1000:.0f} ms/step{later}, evaluations {eval_s:.1f} s, writes "
             f"{save_s:.1f} s, final evaluation ~{final_s:.0f} s -> max_iters = lr_decay_iters = {max_iters} "
             f"(repeat with --time_budget=0 --max_iters={max_iters} --lr_decay_iters={max_iters})")
     if iter_num % log_interval == 0:
@@ -471,25 +480,17 @@ while True:
             raise SystemExit(f"loss is {lossf} at iter {iter_num}: stopping; the last good checkpoint in {out_dir} "
                              f"is untouched (lower learning_rate, or set grad_clip)")
         dt = (time.time() - t0) / log_interval
-        tps, elapsed = tokens_per_iter / dt, time.time() - t_start
-        if plan is not None and time_budget > 0 and iter_num < max_iters and init_from != "resume":  # on time?
-            recent = dt  # this interval's mean: a median would hide the slow steps of a busy machine
-            x = plan["dropout_x"] if iter_num < dropout_on else 1.0  # recent steps ran without dropout
-            fit = lambda pace: max(iter_num, int(agree(fit_iters(time.time(), pace, eval_s, save_s, plan["final_s"],
-                                                                 x))))
-            behind = agree(t_start + 0.99 * time_budget < time.time() + (max_iters - iter_num) * recent
-                           + plan["final_s"], torch.distributed.ReduceOp.MAX if ddp else None)  # any rank late
-            # a plan is extended only on the pace since the plan (or since dropout switched on): one interval's mean
-            # wanders too much on a shared machine, and extending on it alternates with cuts
-            since = (dropout_on if iter_num > dropout_on else plan["planned_at"]) - start_iter
-            steady = agree(float(np.mean(step_times[since:] or [recent])),
-                           torch.distributed.ReduceOp.MAX if ddp else None)
-            n = fit(recent if behind else steady)
-            ahead = not behind and iter_num < max_iters // 2 and n > 1.05 * max_iters  # while the schedule is young
-            if behind or ahead:  # the same on every rank: n and behind are agreed
-                pace = recent if behind else steady
-                log(f"re-planned, {'behind' if behind else 'ahead of'} the plan ({1000 * pace:.0f} ms/step): "
-                    f"max_iters = lr_decay_iters {max_iters} -> {n}")
+        tps, elapsed = tokens_per_iter * batch_at(iter_num - 1) / batch_size / dt, time.time() - t_start
+        if budget and iter_num < max_iters:  # on time? (a resumed run keeps its saved plan)
+            # one pace for both directions (budget.py): the recent steps of this phase, since the plan; checked from 10
+            # steps into a phase, as the first ones after a switch run slow
+            since = max(plan["planned_at"], budget.phase_start(iter_num - 1))
+            budget.eval_s, budget.save_s = eval_s, save_s  # as the last evaluation took
+            now, step_s = agree(time.time(), largest=True), agree(pace(step_times, since - start_iter), largest=True)
+            n, why = budget.revise(now, iter_num, max_iters, step_s)  # the same on every rank: its inputs are agreed
+            if why and iter_num - since >= 10:
+                log(f"re-planned, {why} the plan ({1000 * step_s:.0f} ms/step): max_iters = lr_decay_iters "
+                    f"{max_iters} -> {n}")
                 max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = plan["max_iters"] = \
                     plan["lr_decay_iters"] = n
         left = f", ~{(max_iters - iter_num) * dt:.0f} s of steps left" if plan else ""
@@ -498,7 +499,7 @@ while True:
         if wandb_log and master_process:
             wandb.log({"iter": iter_num, "train/loss_step": lossf, "tokens_per_s": tps})
         t0 = time.time()
-    if agree(len(stop_signal), torch.distributed.ReduceOp.MAX if ddp else None):  # every rank stops at this step
+    if agree(len(stop_signal), largest=True):  # every rank stops at this step
         if master_process:
             save("ckpt.pt")
             args = [a for a in sys.argv if not a.startswith("--init_from=")] + ["--init_from=resume"]

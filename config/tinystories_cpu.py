@@ -25,6 +25,11 @@ log_interval = 50
 batch_size = 8
 block_size = 256
 gradient_accumulation_steps = 1
+batch_ramp = 4.0               # epochs at 8 sequences a step, then 16 (4,096 tokens): a CPU that gets past 4 epochs in
+#                                its 10 minutes (the plain AVX2 class gets ~3.9) takes its late steps with less noise.
+#                                At an AMX Xeon's step counts: 8 throughout (2,715 steps) 1.006, 16 throughout (1,600)
+#                                0.989, 16 from epoch 3 (2,012) 0.986, from epoch 4 (2,044) 0.985; at the AVX2
+#                                class's: 8 (956) 1.082 against 16 (520) 1.097 (RECORDS.md)
 
 # 6 layers x 128 wide, 2 heads of 64: small, as 10 minutes of a CPU are little compute. At the step counts of the plain
 # AVX2 class (about 470 steps of 4 x 256 fit in its 10 minutes; a narrower model takes more steps in the same time),
