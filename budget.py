@@ -26,38 +26,33 @@ PACE_WINDOW = 200  # steps: about a minute of a CPU quick start, long enough to 
 @dataclass
 class Budget:
     """A time budget of `seconds` counted from t_start (a time.time()), and what a run spends it on, in seconds:
-    step_s a step at the plan's pace, eval_s an evaluation during training, save_s a checkpoint write, final_s the end
-    of the run; phases: (first step, seconds a step costs more than step_s from that step on), sorted, from step 0."""
+    eval_s an evaluation during training, save_s a checkpoint write, final_s the end of the run; phases: (first step,
+    seconds a step costs more than at the plan's pace from that step on), sorted, from step 0."""
     seconds: float
     t_start: float
     eval_interval: int
-    step_s: float = 0.0
     eval_s: float = 0.0
     save_s: float = 0.0
     final_s: float = 0.0
     phases: list = ((0, 0.0),)
 
-    def extra(self, it):
-        """Seconds a step it costs more than the plan's pace."""
-        return [x for first, x in self.phases if first <= it][-1]
-
-    def phase_start(self, it):
-        """The first step of the phase step it runs in."""
-        return [first for first, _ in self.phases if first <= it][-1]
+    def phase(self, it):
+        """(first step, extra seconds a step) of the phase that step it runs in."""
+        return [p for p in self.phases if p[0] <= it][-1]
 
     def cost(self, iter_num, n, step_s):
         """Seconds that steps iter_num .. iter_num + n take, evaluations and writes included, at step_s seconds a step
         in the phase of iter_num (the pace as measured there) and the phases' differences after it."""
-        base = step_s - self.extra(iter_num)
+        base = step_s - self.phase(iter_num)[1]
         ends = sorted({iter_num, iter_num + n, *(f for f, _ in self.phases if iter_num < f < iter_num + n)})
-        steps = sum((b - a) * (base + self.extra(a)) for a, b in zip(ends, ends[1:]))
+        steps = sum((b - a) * (base + self.phase(a)[1]) for a, b in zip(ends, ends[1:]))
         evals = (iter_num + n) // self.eval_interval - iter_num // self.eval_interval
         return steps + evals * (self.eval_s + 2 * self.save_s)
 
     def fit(self, now, iter_num, step_s):
         """The last step (an index >= iter_num) that ends by END_FIT of the budget at step_s seconds a step."""
         left = self.t_start + self.seconds * END_FIT - now - self.final_s
-        cheapest = step_s - self.extra(iter_num) + min(x for _, x in self.phases)  # seconds of the cheapest step
+        cheapest = step_s - self.phase(iter_num)[1] + min(x for _, x in self.phases)  # seconds of the cheapest step
         lo, hi = 0, max(0, int(left / max(cheapest, 1e-3)) + 1)
         while lo < hi:  # bisection: the most steps whose cost fits
             mid = (lo + hi + 1) // 2

@@ -884,13 +884,14 @@ def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
 def test_budget_fits_cuts_extends_and_holds_in_its_band():
     from budget import AHEAD, END_FIT, END_LATE, Budget, pace
     # planned at 0.2 s a step; late dropout adds 0.06 s from step 300, a batch ramp 0.2 more from step 1000
-    b = Budget(seconds=600, t_start=0.0, eval_interval=100, step_s=0.2, eval_s=3.0, save_s=0.5, final_s=15.0,
+    b = Budget(seconds=600, t_start=0.0, eval_interval=100, eval_s=3.0, save_s=0.5, final_s=15.0,
                phases=[[0, 0.0], [300, 0.06], [1000, 0.26]])
     # the cost counts each phase's steps at its pace and an evaluation + two writes per eval_interval crossed
     assert b.cost(250, 100, 0.2) == pytest.approx(50 * 0.2 + 50 * 0.26 + 3.0 + 1.0)
     assert b.cost(350, 100, 0.3) == pytest.approx(100 * 0.3 + 4.0)  # a pace measured in a phase includes its cost
     assert b.cost(950, 100, 0.3) == pytest.approx(50 * 0.3 + 50 * 0.5 + 4.0)
-    assert (b.extra(299), b.extra(300), b.phase_start(999), b.phase_start(1000)) == (0.0, 0.06, 300, 1000)
+    assert (b.phase(299), b.phase(300), b.phase(999), b.phase(1000)) == ([0, 0.0], [300, 0.06], [300, 0.06],
+                                                                          [1000, 0.26])
     n = b.fit(now=20.0, iter_num=50, step_s=0.2)  # the most steps that end by END_FIT of the budget
     left = END_FIT * 600 - 20.0 - 15.0
     assert n > 1000 and b.cost(50, n - 50, 0.2) <= left < b.cost(50, n + 1 - 50, 0.2)
@@ -907,7 +908,7 @@ def test_budget_fits_cuts_extends_and_holds_in_its_band():
     m, why = b.revise(20.0, 50, n, 0.15)
     assert why == "ahead of" and m > AHEAD * n and b.revise(20.0, 50, m, 0.15) == (m, None)
     it = n // 2 + 1
-    now, fast = 20.0 + b.cost(50, it - 50, 0.2), 0.6 * (0.2 + b.extra(it))
+    now, fast = 20.0 + b.cost(50, it - 50, 0.2), 0.6 * (0.2 + b.phase(it)[1])
     assert b.fit(now, it, fast) > AHEAD * n and b.revise(now, it, n, fast) == (n, None)
     # the pace: mean of the window after `since`
     assert pace([9.0] * 10 + [1.0, 3.0], since=10) == 2.0 and pace([1.0] * 500 + [3.0] * 200, since=0) == 3.0

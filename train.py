@@ -24,6 +24,7 @@ the log says so either way. budget.py holds the arithmetic, and the band that ke
 import time
 
 _t_launch = time.time()  # a time_budget counts from here: the imports below take seconds too
+import dataclasses
 import json
 import math
 import os
@@ -263,6 +264,11 @@ batch_at = lambda it: batch_size * (2 if ramp_on is not None and it >= ramp_on e
 micro_batch = lambda it, g: draw(it, g, batch_size=batch_at(it))
 
 
+def epochs_at(it):
+    """Passes over the train split that steps 0 .. it-1 make (steps after the batch ramp hold twice the tokens)."""
+    return (it + (max(0, it - ramp_on) if ramp_on is not None else 0)) * tokens_per_iter / n_train_tokens
+
+
 def epoch_step(epochs):
     """The first step after `epochs` passes over the train split (steps after the batch ramp hold twice the tokens)."""
     n = epochs * n_train_tokens / tokens_per_iter
@@ -423,9 +429,9 @@ while True:
     if p != dropout_modules[0].p:
         for m in dropout_modules:
             m.p = p
-        log(f"iter {iter_num}: dropout {p} from here ({dropout_from:g} epochs)")
+        log(f"iter {iter_num}: dropout {p} from here ({epochs_at(iter_num):.1f} epochs)")
     if iter_num == ramp_on:
-        log(f"iter {iter_num}: batch {batch_at(iter_num)} from here ({batch_ramp:g} epochs)")
+        log(f"iter {iter_num}: batch {batch_at(iter_num)} from here ({epochs_at(iter_num):.1f} epochs)")
     t_step = time.time()
     step_loss = torch.zeros((), device=device)  # mean loss over this step's global batch, for the log
     for micro in range(accum_steps):
@@ -461,12 +467,11 @@ while True:
         eval_s = per_token * 2 * (eval_tokens or n_val)  # an evaluation during training: val and train tokens
         final_s = per_token * (n_val + (eval_tokens or n_val)) + save_s + word_rate_s()
         phases = [[0, 0.0]] + [[f, agree(x, largest=True)] for f, x in phase_costs()]  # lists: plain data
-        budget = Budget(time_budget, t_start, eval_interval, step_s, eval_s, save_s, final_s, phases)
+        budget = Budget(time_budget, t_start, eval_interval, eval_s, save_s, final_s, phases)
         max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = \
             int(agree(budget.fit(time.time(), iter_num, step_s)))
-        plan = {"max_iters": max_iters, "lr_decay_iters": lr_decay_iters, "step_s": step_s, "eval_s": eval_s,
-                "save_s": save_s, "final_s": final_s, "phases": phases, "planned_at": iter_num,
-                "time_budget": time_budget}
+        plan = {"max_iters": max_iters, "lr_decay_iters": lr_decay_iters, "step_s": step_s, "planned_at": iter_num,
+                **dataclasses.asdict(budget)}  # plain data, saved in the checkpoint
         t0 += time.time() - t_plan  # the planning is not step time: the log's pace (and the check on it) excludes it
         later = "".join(f", +{1000 * x:.0f} ms from step {f}" for f, x in phases[1:])  # dropout, the batch ramp
         log(f"time_budget {time_budget:.0f} s: {step_s * 1000:.0f} ms/step{later}, evaluations {eval_s:.1f} s, writes "
@@ -481,14 +486,14 @@ while True:
                              f"is untouched (lower learning_rate, or set grad_clip)")
         dt = (time.time() - t0) / log_interval
         tps, elapsed = tokens_per_iter * batch_at(iter_num - 1) / batch_size / dt, time.time() - t_start
-        if budget and iter_num < max_iters:  # on time? (a resumed run keeps its saved plan)
-            # one pace for both directions (budget.py): the recent steps of this phase, since the plan; checked from 10
-            # steps into a phase, as the first ones after a switch run slow
-            since = max(plan["planned_at"], budget.phase_start(iter_num - 1))
+        # on time? (a resumed run keeps its saved plan) One pace for both directions (budget.py): the recent steps of
+        # this phase, or since the plan; from 10 steps into a phase, as the first ones after a switch run slow
+        since = max(plan["planned_at"], budget.phase(iter_num - 1)[0]) if budget else iter_num
+        if budget and iter_num < max_iters and iter_num - since >= 10:
             budget.eval_s, budget.save_s = eval_s, save_s  # as the last evaluation took
             now, step_s = agree(time.time(), largest=True), agree(pace(step_times, since - start_iter), largest=True)
             n, why = budget.revise(now, iter_num, max_iters, step_s)  # the same on every rank: its inputs are agreed
-            if why and iter_num - since >= 10:
+            if why:
                 log(f"re-planned, {why} the plan ({1000 * step_s:.0f} ms/step): max_iters = lr_decay_iters "
                     f"{max_iters} -> {n}")
                 max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = plan["max_iters"] = \
