@@ -7,8 +7,8 @@ max_iters (= lr_decay_iters). It knows what a run spends its seconds on: steps, 
 writes every eval_interval steps, then the final evaluation, write and known-word check. A step costs more in later
 phases of a run (late dropout's random masks, the batch ramp's larger batches): each phase is a first step and the
 seconds a step costs on top of the plan's pace from there on. A running plan is checked on one pace, the mean step of
-the last PACE_WINDOW steps of the current phase, for both directions, with a band between them so that a wandering
-machine does not flip the plan back and forth:
+the last PACE_WINDOW steps of the current phase (from PACE_MIN steps into it), for both directions, with a band between
+them so that a wandering machine does not flip the plan back and forth:
 - behind: the plan would end past END_LATE of the budget. It is cut to what fits in END_FIT, at any step;
 - ahead: END_FIT holds AHEAD more steps than the plan. It is extended, but only in the first half of a run, while
   its learning-rate schedule is young.
@@ -21,6 +21,7 @@ END_FIT = 0.98     # a plan fills 98% of the budget: the pace of a shared machin
 END_LATE = 0.99    # ... and is cut when it would end past 99% (the budget's promise is +5%)
 AHEAD = 1.05       # ... and extended when 5% more steps fit
 PACE_WINDOW = 200  # steps: about a minute of a CPU quick start, long enough to average out one slow interval
+PACE_MIN = 50      # steps into a phase before its pace is trusted: a dozen steps after a switch are too few
 
 
 @dataclass

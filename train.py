@@ -39,7 +39,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from batches import evaluate, open_tokens, train_batch
-from budget import Budget, pace
+from budget import PACE_MIN, Budget, pace
 from common import (autocast, configure, keep_freed_memory, measure_peak_flops, model_args, gpt_config,
                     read_checkpoint, resolve_device, resolve_dtype, sample_stories, save_checkpoint)
 from errors import check, one_line_errors
@@ -487,9 +487,9 @@ while True:
         dt = (time.time() - t0) / log_interval
         tps, elapsed = tokens_per_iter * batch_at(iter_num - 1) / batch_size / dt, time.time() - t_start
         # on time? (a resumed run keeps its saved plan) One pace for both directions (budget.py): the recent steps of
-        # this phase, or since the plan; from 10 steps into a phase, as the first ones after a switch run slow
+        # this phase, or since the plan, once there are PACE_MIN of them
         since = max(plan["planned_at"], budget.phase(iter_num - 1)[0]) if budget else iter_num
-        if budget and iter_num < max_iters and iter_num - since >= 10:
+        if budget and iter_num < max_iters and iter_num - since >= PACE_MIN:
             budget.eval_s, budget.save_s = eval_s, save_s  # as the last evaluation took
             now, step_s = agree(time.time(), largest=True), agree(pace(step_times, since - start_iter), largest=True)
             n, why = budget.revise(now, iter_num, max_iters, step_s)  # the same on every rank: its inputs are agreed
