@@ -18,6 +18,7 @@ from dataclasses import asdict
 
 import torch
 
+from kernels import cpu_has_bf16
 from model import GPT, GPTConfig
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -255,14 +256,6 @@ def keep_freed_memory():
     libc.mallopt(M_MMAP_THRESHOLD, 2**31 - 1)  # serve large blocks from the heap, not one mmap each...
     libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # ...and keep the heap's free top instead of trimming it
     libc.mallopt(M_TOP_PAD, 2**28)             # grow the heap in 256 MB steps
-
-
-def cpu_has_bf16() -> bool:
-    """True where the CPU does bf16 matmuls natively (AVX512-BF16 or AMX), so bf16 autocast is a speed-up there."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_device(device: str) -> str:

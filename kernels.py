@@ -4,10 +4,13 @@ file): neither changes what the model computes, only how fast.
 
   LinearCrossEntropy  the output layer and its cross-entropy loss in one autograd op (no logits kept)
   Linear              nn.Linear with a fast path for decoding a few rows on a CPU
+  Muon                torch.optim.Muon with its Newton-Schulz iteration in fp32 where bf16 is emulated
 
 Each is tested against the plain PyTorch ops it replaces (test_smoke.py); the measurements behind them are in
 RECORDS.md.
 """
+import math
+
 import torch
 import torch.nn as nn
 
@@ -73,3 +76,58 @@ class Linear(nn.Linear):
         y = torch.mm(self.weight, x2.t())[:, :rows].t()              # (out, rows) -> (rows, out)
         y = y if self.bias is None else y + self.bias
         return y.reshape(*x.shape[:-1], -1).contiguous()             # (..., out)
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU does bf16 matmuls natively (AVX512-BF16 or AMX), so bf16 autocast is a speed-up there."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class Muon(torch.optim.Muon):
+    """torch.optim.Muon (Jordan et al. 2024, kellerjordan.github.io/posts/muon) with its Newton-Schulz iteration in
+    ns_dtype. torch's casts each update to bf16, the right choice on GPUs and on CPUs with native bf16; a CPU without
+    it (the AVX2 class) emulates bf16 matmuls at ~25x the time of fp32 ones, which made Muon ~80% of the quick
+    start's step there (RECORDS.md). ns_dtype=None picks bf16 where it is native (a GPU, AVX512-BF16, AMX) and fp32
+    elsewhere. The step is torch's, op for op: with ns_dtype=torch.bfloat16 it gives the same parameters (tested).
+    The state (momentum_buffer) is torch's too, so checkpoints load in either."""
+
+    def __init__(self, params, ns_dtype=None, **kwargs):
+        super().__init__(params, **kwargs)
+        device = self.param_groups[0]["params"][0].device.type
+        self.ns_dtype = ns_dtype or (torch.bfloat16 if device != "cpu" or cpu_has_bf16() else torch.float32)
+
+    def orthogonalize(self, g, group):
+        """The quintic Newton-Schulz iteration of torch.optim.Muon on g (m, n) in ns_dtype: ~U V^T of g's SVD."""
+        a, b, c = group["ns_coefficients"]
+        x = g.to(self.ns_dtype)
+        x = x.T if g.size(0) > g.size(1) else x  # (min, max): the Gram matrix x x^T is the small one
+        x = x / x.norm().clamp(min=group["eps"])  # spectral norm <= Frobenius norm <= 1; not in place: x may be buf
+        for _ in range(group["ns_steps"]):
+            gram = x @ x.T
+            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x.T if g.size(0) > g.size(1) else x
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step of every parameter that has a gradient: Nesterov momentum, orthogonalize, decoupled weight
+        decay, then the update scaled per torch's adjust_lr_fn (Moonshot's 0.2 sqrt(max(A, B)), or Jordan's
+        sqrt(max(1, A / B)))."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for p in (p for p in group["params"] if p.grad is not None):
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - momentum)
+                update = self.orthogonalize(p.grad.lerp(buf, momentum) if group["nesterov"] else buf, group)
+                A, B = p.shape
+                scale = 0.2 * math.sqrt(max(A, B)) if group["adjust_lr_fn"] == "match_rms_adamw" else \
+                    math.sqrt(max(1, A / B))
+                p.mul_(1 - lr * group["weight_decay"])
+                p.add_(update, alpha=-lr * scale)
+        return loss

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from kernels import Linear, LinearCrossEntropy
+from kernels import Linear, LinearCrossEntropy, Muon
 
 
 @dataclass
@@ -387,6 +387,6 @@ class GPT(nn.Module):
         adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused or None)
         if not hidden:
             return adamw
-        muon = torch.optim.Muon([params[n] for n in sorted(hidden)], lr=learning_rate, weight_decay=weight_decay,
-                                adjust_lr_fn="match_rms_adamw")
+        muon = Muon([params[n] for n in sorted(hidden)], lr=learning_rate, weight_decay=weight_decay,
+                    adjust_lr_fn="match_rms_adamw")  # kernels.Muon: torch's, in fp32 where bf16 is emulated
         return [muon, adamw]

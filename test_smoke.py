@@ -924,6 +924,7 @@ def test_help_lists_every_key_with_its_comment():
         if script == "train.py":
             assert {"time_budget", "optimizer", "n_layer", "learning_rate", "word_rate_samples"} <= set(keys)
             assert re.search(r"--time_budget=0.0 +seconds for the whole run", out.stdout)
+            assert not [k for k in keys if not k.islower()], keys  # imported constants (budget.PACE_MIN) are no keys
 
 
 def test_known_word_rate(tmp_path):
@@ -957,6 +958,40 @@ def test_muon_trains_the_hidden_matrices():
             opt.step()
             opt.zero_grad()
     assert losses_[-1] < losses_[0] - 2.0, losses_[::10]
+
+
+def test_muon_is_torchs_step_in_bf16_and_close_in_fp32():
+    from kernels import Muon
+    torch.manual_seed(0)
+    shapes = [(48, 16), (16, 48), (32, 32)]  # tall (orthogonalized transposed), wide, square
+    start = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+
+    def run(make):
+        ps = [torch.nn.Parameter(w.clone()) for w in start]
+        opt = make(ps)
+        for gs in grads:
+            for p, g in zip(ps, gs):
+                p.grad = g.clone()
+            opt.step()
+        return ps, opt
+
+    kw = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    ref, ref_opt = run(lambda ps: torch.optim.Muon(ps, **kw))
+    ours, ours_opt = run(lambda ps: Muon(ps, ns_dtype=torch.bfloat16, **kw))
+    for a, b in zip(ref, ours):
+        assert torch.equal(a, b)  # op for op the library's step
+    assert all(torch.equal(ref_opt.state[a]["momentum_buffer"], ours_opt.state[b]["momentum_buffer"])
+               for a, b in zip(ref, ours))
+    fp32, _ = run(lambda ps: Muon(ps, ns_dtype=torch.float32, **kw))
+    for a, b, w in zip(ref, fp32, start):
+        assert not torch.equal(a, b)  # fp32 really ran...
+        assert (a - b).norm() < 0.05 * (a - w).norm()  # ...and moved the weights as bf16 did, to within its rounding
+    # without Nesterov the update is the momentum buffer itself: orthogonalizing it must leave it as torch's
+    plain, plain_opt = run(lambda ps: Muon(ps, ns_dtype=torch.float32, nesterov=False, **kw))
+    ref, ref_opt = run(lambda ps: torch.optim.Muon(ps, nesterov=False, **kw))
+    assert all(torch.equal(ref_opt.state[a]["momentum_buffer"], plain_opt.state[b]["momentum_buffer"])
+               for a, b in zip(ref, plain))
 
 
 def test_configure_override_rules(tmp_path):

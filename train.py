@@ -122,7 +122,7 @@ compile = False             # torch.compile the model (on CPUs about as fast as 
 peak_flops = 0.0            # the device's peak FLOP/s in dtype for MFU; 0 = from a GPU table or measured
 # ---------------------------------------------------------------------------------------------------------------------
 one_line_errors()
-config = configure({k: v for k, v in globals().items() if not k.startswith("_") and
+config = configure({k: v for k, v in globals().items() if not k.startswith("_") and k.islower() and  # not PACE_MIN
                     isinstance(v, (int, float, bool, str))}, sys.argv[1:], __file__)
 globals().update(config)
 for key in ("eval_interval", "log_interval", "batch_size", "block_size", "gradient_accumulation_steps", "plan_iters"):
