@@ -10,6 +10,7 @@ Randomness comes from a seed per optimizer step, so a run is reproducible, a res
 uninterrupted one would, and DDP ranks take disjoint slices of the same global batch.
 """
 import math
+import time
 
 import numpy as np
 import torch
@@ -203,7 +204,7 @@ def evaluate(model, path, tok, batch_size, ctx, device, max_tokens=0, seq2seq=No
     max_tokens > 0 scores only the first max_tokens targets. Windows are the model's block_size, so a fine-tune
     or eval_only with a shorter block_size scores the windows the model was trained and scored on.
     Encoder-decoder (seq2seq, as in train_batch): loss is the continuation (prefix-LM) loss, and span_loss the
-    span-corruption loss on 8 fixed batches, which has no bpb: it sees context on both sides of each span, so it is
+    span-corruption loss on 8 fixed batches (span_s: the seconds they took), which has no bpb: it sees context on both sides of each span, so it is
     not comparable with left-to-right models."""
     was_training, T = model.training, model.config.block_size
     model.eval()
@@ -223,7 +224,7 @@ def evaluate(model, path, tok, batch_size, ctx, device, max_tokens=0, seq2seq=No
     out = {"tokens": tokens, "bytes": n_bytes, "loss": nats / tokens, "perplexity": math.exp(min(nats / tokens, 700)),
            "bpb": nats / (math.log(2) * max(n_bytes, 1))}
     if seq2seq is not None:
-        o, losses = seq2seq, []
+        o, losses, t0 = seq2seq, [], time.time()
         span_len = seq2seq_window_len("span", T, o["tgt_len"], o["noise_density"], o["mean_span"])
         for g in range(8):  # fixed: the same 8 batches from the same seeds every run
             starts = window_starts(len(open_tokens(path)), span_len, (batch_size,), g)
@@ -232,5 +233,6 @@ def evaluate(model, path, tok, batch_size, ctx, device, max_tokens=0, seq2seq=No
             with ctx:
                 losses.append(model(tgt_in, y, src=src)[1].item())
         out["span_loss"] = sum(losses) / len(losses)
+        out["span_s"] = time.time() - t0  # a fixed cost per evaluation, whatever max_tokens (train.py's plan)
     model.train(was_training)
     return out

@@ -525,6 +525,22 @@ def test_continuation_batches_with_dec_prefix(tmp_path, dec_prefix):
         assert (row[m:] != -1).all()
 
 
+def test_encoder_decoder_evaluation_times_its_fixed_span_batches(tmp_path):
+    from batches import evaluate
+    tok = get_tokenizer("byte")
+    path = tmp_path / "val.bin"
+    np.random.default_rng(0).integers(0, 256, 2000).astype(np.uint16).tofile(path)
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=32, vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=32, rope=True,
+                      arch="encoder_decoder", n_enc_layer=1, pad_id=tok.pad_id, tgt_len=16))
+    o = dict(span_ratio=0.5, noise_density=0.15, mean_span=4.0, tgt_len=16, dec_prefix=0)
+    small, full = (evaluate(m, str(path), tok, 4, autocast("cpu", "float32"), "cpu", k, o) for k in (64, 0))
+    assert small["tokens"] < full["tokens"] == 2000  # continuation: max_tokens of them, or every byte once
+    # the span-corruption part is the same 8 batches whatever max_tokens: train.py's plan counts its seconds (span_s)
+    # once per evaluation, not per token
+    assert small["span_loss"] == full["span_loss"] and small["span_s"] > 0 and full["span_s"] > 0
+
+
 # -- train.py / sample.py end to end, on a tiny corpus the test writes
 
 def run(args, cwd, check=True, **kw):
