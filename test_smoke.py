@@ -879,12 +879,12 @@ def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
     import time
     t = time.time()
     warm = "--warmup_iters=50"  # = plan_iters: the steps before the plan do not depend on lr_decay_iters
-    out = run([str(REPO / "train.py"), *TINY, warm, "--out_dir=budget", "--time_budget=12", "--log_interval=25",
+    out = run([str(REPO / "train.py"), *TINY, warm, "--out_dir=budget", "--time_budget=16", "--log_interval=25",
                "--eval_interval=200", "--word_rate_samples=4"], workdir)
     wall = time.time() - t
     ckpt = torch.load(workdir / "budget" / "ckpt.pt", weights_only=True)
     n = ckpt["plan"]["max_iters"]  # the plan's, or what it was cut to if the machine slowed down
-    assert n > 50 and wall < 12 * 1.05, (n, wall, out.stdout[-2000:])
+    assert n > 50 and wall < 16 * 1.05, (n, wall, out.stdout[-2000:])  # ~6 s of a 2-core Zen 3's go to start-up
     assert re.search(r"--max_iters=(\d+) --lr_decay_iters", out.stdout)  # the repeat command is printed
     assert f"eval {n}:" in out.stdout and "known words:" in out.stdout and "eval 0:" not in out.stdout
     assert ckpt["iter_num"] == n and ckpt["config"]["max_iters"] == n == ckpt["config"]["lr_decay_iters"]
