@@ -204,8 +204,8 @@ def evaluate(model, path, tok, batch_size, ctx, device, max_tokens=0, seq2seq=No
     max_tokens > 0 scores only the first max_tokens targets. Windows are the model's block_size, so a fine-tune
     or eval_only with a shorter block_size scores the windows the model was trained and scored on.
     Encoder-decoder (seq2seq, as in train_batch): loss is the continuation (prefix-LM) loss, and span_loss the
-    span-corruption loss on 8 fixed batches (span_s: the seconds they took), which has no bpb: it sees context on both sides of each span, so it is
-    not comparable with left-to-right models."""
+    span-corruption loss on 8 fixed batches (span_s: the seconds they took), which has no bpb: it sees context on
+    both sides of each span, so it is not comparable with left-to-right models."""
     was_training, T = model.training, model.config.block_size
     model.eval()
     byte_lengths = torch.from_numpy(tok.token_byte_lengths())  # (V,) UTF-8 bytes per id

@@ -89,7 +89,7 @@ def cpu_has_bf16() -> bool:
 class Muon(torch.optim.Muon):
     """torch.optim.Muon (Jordan et al. 2024, kellerjordan.github.io/posts/muon) with its Newton-Schulz iteration in
     ns_dtype. torch's casts each update to bf16, the right choice on GPUs and on CPUs with native bf16; a CPU without
-    it (the AVX2 class) emulates bf16 matmuls at ~25x the time of fp32 ones, which made Muon ~80% of the quick
+    it (the AVX2 class) emulates bf16 matmuls at ~25x the time of fp32 ones, which made Muon 71% of the quick
     start's step there (RECORDS.md). ns_dtype=None picks bf16 where it is native (a GPU, AVX512-BF16, AMX) and fp32
     elsewhere. The step is torch's, op for op: with ns_dtype=torch.bfloat16 it gives the same parameters (tested).
     The state (momentum_buffer) is torch's too, so checkpoints load in either."""
@@ -102,13 +102,13 @@ class Muon(torch.optim.Muon):
     def orthogonalize(self, g, group):
         """The quintic Newton-Schulz iteration of torch.optim.Muon on g (m, n) in ns_dtype: ~U V^T of g's SVD."""
         a, b, c = group["ns_coefficients"]
-        x = g.to(self.ns_dtype)
-        x = x.T if g.size(0) > g.size(1) else x  # (min, max): the Gram matrix x x^T is the small one
+        tall = g.size(0) > g.size(1)
+        x = g.to(self.ns_dtype).T if tall else g.to(self.ns_dtype)  # (min, max): the Gram matrix x x^T is the small one
         x = x / x.norm().clamp(min=group["eps"])  # spectral norm <= Frobenius norm <= 1; not in place: x may be buf
         for _ in range(group["ns_steps"]):
             gram = x @ x.T
             x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-        return x.T if g.size(0) > g.size(1) else x
+        return x.T if tall else x
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -462,11 +462,11 @@ while True:
         step_s = agree(pace(step_times, since=len(step_times) // 2), largest=True)
         save_s = save("ckpt.pt") if master_process else 0.0  # also: an early checkpoint to sample or resume from
         t, small = time.time(), evaluate_split("val", 16384)
-        fixed = 2 * small.get("span_s", 0.0)  # val's and train's 8 span batches (encoder-decoder): not per token
-        per_token = (time.time() - t - fixed / 2) / small["tokens"]
+        span_s = small.get("span_s", 0.0)  # the encoder-decoder's 8 fixed span batches: per evaluation, not per token
+        per_token = (time.time() - t - span_s) / small["tokens"]
         n_val = len(open_tokens(os.path.join(data_dir, "val.bin")))
-        eval_s = per_token * 2 * (eval_tokens or n_val) + fixed  # an evaluation during training: val and train tokens
-        final_s = per_token * (n_val + (eval_tokens or n_val)) + fixed + save_s + word_rate_s()
+        eval_s = per_token * 2 * (eval_tokens or n_val) + 2 * span_s  # an evaluation during training: val and train
+        final_s = per_token * (n_val + (eval_tokens or n_val)) + 2 * span_s + save_s + word_rate_s()
         phases = [[0, 0.0]] + [[f, agree(x, largest=True)] for f, x in phase_costs()]  # lists: plain data
         budget = Budget(time_budget, t_start, eval_interval, eval_s, save_s, final_s, phases)
         max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = \
