@@ -16,9 +16,10 @@ import zipfile
 from contextlib import nullcontext
 from dataclasses import asdict
 
+import numpy as np
 import torch
 
-from kernels import cpu_has_bf16
+from speedups import cpu_has_bf16
 from model import GPT, GPTConfig
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -209,6 +210,56 @@ def load_model(path, device="cpu"):
     model = GPT(gpt_config(model_args(ckpt)))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
+
+
+def init_model(config: dict, tok, train_path: str, device: str = "cpu", log=print):
+    """(model, ckpt): the GPT train.py starts from, with its weights, on the CPU in train mode, and the checkpoint dict
+    (None from scratch). init_from="scratch": a new model of config's architecture keys (out_vocab_from_data: the
+    output rows of the ids train_path holds). "resume" (out_dir/ckpt.pt) or a path (a checkpoint, an export.py folder,
+    a transformers GPT-2 / LLaMA / GPT-NeoX folder): the architecture is the checkpoint's, and config is updated to it
+    in place (only dropout and grad_checkpoint may change; block_size may be shorter, a fine-tune's windows), so that
+    the config saved from then on says what ran; resuming a budgeted run also takes its planned max_iters and
+    lr_decay_iters. Raises SystemExit: a checkpoint for another tokenizer, resume with other architecture flags (the
+    checkpoint cannot become that model), a block_size longer than the checkpoint's."""
+    keys = [k for k in GPTConfig.__dataclass_fields__ if k not in ("vocab_size", "pad_id", "out_vocab")]
+    init_from, eval_only = config["init_from"], config["eval_only"]
+    if init_from == "scratch":
+        kept = np.flatnonzero(np.bincount(np.memmap(train_path, np.uint16, mode="r"), minlength=tok.vocab_size)) \
+            if config["out_vocab_from_data"] else []
+        model = GPT(gpt_config({**{k: config[k] for k in keys}, "vocab_size": tok.vocab_size,
+                                "pad_id": -1 if tok.pad_id is None else tok.pad_id, "out_vocab": len(kept)}))
+        if len(kept):
+            model.kept_ids.copy_(torch.from_numpy(kept))
+            log(f"out_vocab_from_data: lm_head scores the {len(kept):,} ids of train.bin + 1 shared row for the "
+                f"other {tok.vocab_size - len(kept):,}")
+        return model, None
+    path = os.path.join(config["out_dir"], "ckpt.pt") if init_from == "resume" else init_from
+    if os.path.isdir(path):
+        from export import read_dir
+        ckpt = read_dir(path, device)
+    else:
+        ckpt = read_checkpoint(path, device)
+    if ckpt["tokenizer"] != config["tokenizer"]:
+        raise SystemExit(f"{init_from} is a '{ckpt['tokenizer']}' checkpoint but this run reads '{config['tokenizer']}'"
+                         f" data: set --tokenizer={ckpt['tokenizer']} (and prepare that dataset for it)")
+    saved, free = model_args(ckpt), ("dropout", "grad_checkpoint")
+    other = [k for k in keys if k not in free + ("block_size",) and k in saved and config[k] != saved[k]]
+    if init_from == "resume" and not eval_only and other:
+        raise SystemExit(f"config error: resume: {', '.join(f'{k}={config[k]}' for k in other)} differ from the "
+                         f"checkpoint's {', '.join(f'{k}={saved[k]}' for k in other)}: drop those flags, or train a "
+                         f"new model in another --out_dir")
+    if other and not eval_only:
+        log(f"note: the model of {init_from} has {', '.join(f'{k}={saved[k]}' for k in other)}; those keys of "
+            f"this run's config follow it")
+    config.update({k: saved[k] for k in other})
+    if init_from == "resume" and ckpt.get("plan"):  # a budgeted run: continue its planned schedule
+        config.update({k: ckpt["plan"][k] for k in ("max_iters", "lr_decay_iters")})
+    model = GPT(gpt_config({**saved, **{k: config[k] for k in free}}))
+    if config["block_size"] > model.config.block_size:
+        raise SystemExit(f"config error: block_size={config['block_size']} exceeds the checkpoint's "
+                         f"{model.config.block_size}")
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt
 
 
 @torch.no_grad()

@@ -75,7 +75,7 @@ def apply_lora(model, r=8, alpha=16.0, dropout=0.05, targets=("c_attn",)):
             if isinstance(child, nn.Linear) and any(full == t or full.endswith("." + t) for t in targets):
                 if uses[id(child.weight)] > 1:  # merging would also change the other user (tied wte/lm_head)
                     raise SystemExit(f"LoRA target {full} shares its weight with another module (tie_weights)")
-                if full == "lm_head":  # the loss reads lm_head.weight itself (kernels.LinearCrossEntropy)
+                if full == "lm_head":  # the loss reads lm_head.weight itself (speedups.LinearCrossEntropy)
                     raise SystemExit("LoRA target lm_head: the output layer and the loss are one fused op that "
                                      "reads its weight directly; adapt c_attn, c_proj or c_fc instead")
                 lora = LoRALinear(child, r, alpha, dropout).train(child.training)  # no dropout in an eval model

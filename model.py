@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from kernels import Linear, LinearCrossEntropy, Muon
+from speedups import Linear, LinearCrossEntropy, Muon
 
 
 @dataclass
@@ -388,5 +388,5 @@ class GPT(nn.Module):
         if not hidden:
             return adamw
         muon = Muon([params[n] for n in sorted(hidden)], lr=learning_rate, weight_decay=weight_decay,
-                    adjust_lr_fn="match_rms_adamw")  # kernels.Muon: torch's, in fp32 where bf16 is emulated
+                    adjust_lr_fn="match_rms_adamw")  # speedups.Muon: torch's, in fp32 where bf16 is emulated
         return [muon, adamw]

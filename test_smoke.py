@@ -259,7 +259,7 @@ def test_bad_sources(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_local_parquet_and_jsonl(tmp_path, fmt):
-    datasets = pytest.importorskip("datasets")
+    datasets = pytest.importorskip("datasets", exc_type=ModuleNotFoundError)
     src = tmp_path / "src"
     src.mkdir()
     for split, rows in (("train", STORIES + [" padded story "]), ("validation", STORIES[:2])):
@@ -329,7 +329,7 @@ def test_causal_and_cache_matches_no_cache(arch, rope, tie, norm, mlp):
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_linear_decoding_path_matches_nn_linear(bias):
-    from kernels import Linear
+    from speedups import Linear
     torch.manual_seed(0)
     lin = Linear(48, 80, bias=bias)
     for shape in [(1, 1, 48), (2, 1, 48), (8, 1, 48), (3, 3, 48), (1, 48)]:  # 1, 2, 8 rows: W x^T; 9 rows: nn.Linear
@@ -758,6 +758,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(workdir, tmp_path):
         ([T, *TINY, "--log_interval=0"], r"log_interval=0 must be at least 1"),
         ([T, *TINY, "--norm=rmsnrom"], r"norm must be 'layernorm' or 'rmsnorm'"),
         ([T, *TINY, "--n_head=3"], r"must be divisible by n_head=3"),
+        ([T, *TINY, "--arch=encoder_decoder", "--n_enc_layer=1", "--tgt_len=64"],
+         r"tgt_len=64 must be at most block_size=32"),
         ([T, *TINY, "--device=cuda"] if not torch.cuda.is_available() else [T, "--device=cuda:99"],
          r"not available|CUDA device"),
         ([T, *TINY, "--device=gpu"], r"device 'gpu' is not one of"),
@@ -983,7 +985,7 @@ def test_muon_trains_the_hidden_matrices():
 
 
 def test_muon_is_torchs_step_in_bf16_and_close_in_fp32():
-    from kernels import Muon
+    from speedups import Muon
     torch.manual_seed(0)
     shapes = [(48, 16), (16, 48), (32, 32)]  # tall (orthogonalized transposed), wide, square
     start = [torch.randn(s) for s in shapes]
@@ -1146,7 +1148,7 @@ def test_lora_adapter_file_reloads_and_refuses_other_bases(tmp_path, lora_thread
 
 
 def test_lora_matches_peft(lora_threads):
-    peft = pytest.importorskip("peft")
+    peft = pytest.importorskip("peft", exc_type=ModuleNotFoundError)
     for kw in ({}, {"arch": "encoder_decoder", "n_enc_layer": 1, "pad_id": 0}):
         base = lora_gpt(**kw)
         targets = ["c_attn", "c_fc", "c_q", "c_kv"] if kw else ["c_attn", "c_fc"]

@@ -33,17 +33,15 @@ import signal
 import sys
 from functools import partial
 
-import numpy as np
 import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from batches import evaluate, open_tokens, train_batch
 from budget import PACE_MIN, Budget, pace
-from common import (autocast, configure, keep_freed_memory, measure_peak_flops, model_args, gpt_config,
-                    read_checkpoint, resolve_device, resolve_dtype, sample_stories, save_checkpoint)
+from common import (autocast, configure, init_model, keep_freed_memory, measure_peak_flops, resolve_device,
+                    resolve_dtype, sample_stories, save_checkpoint)
 from errors import check, one_line_errors
-from model import GPT, GPTConfig
 from tokenizer import get_tokenizer, known_word_rate, known_words
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -132,6 +130,8 @@ for key in ("max_iters", "time_budget", "word_rate_samples", "warmup_iters", "we
     check(config[key] >= 0, f"{key}={config[key]} must not be negative")
 check(learning_rate > 0 and 0 <= dropout < 1, f"learning_rate={learning_rate} must be > 0, dropout={dropout} in [0, 1)")
 check(optimizer in ("adamw", "muon"), f"optimizer='{optimizer}' must be 'adamw' or 'muon'")
+check(arch == "decoder" or tgt_len <= block_size, f"tgt_len={tgt_len} must be at most block_size={block_size}: the "
+      f"decoder's positions share the encoder's position table")
 check(init_from != "scratch" or not eval_only, "eval_only scores a trained model: set --init_from=resume (out_dir/"
       "ckpt.pt) or --init_from=PATH of a checkpoint")
 check(not os.path.exists(out_dir) or os.path.isdir(out_dir), f"out_dir={out_dir} is a file, not a folder: pick "
@@ -175,55 +175,13 @@ tok = get_tokenizer(tokenizer)
 train_path = os.path.join(data_dir, "train.bin")
 n_train_tokens = len(open_tokens(train_path))
 
-# model: from scratch, or from a checkpoint (resume, LoRA base)
-iter_num, best_val_loss, ckpt = 0, float("inf"), None
-model_keys = [f.name for f in GPTConfig.__dataclass_fields__.values()
-              if f.name not in ("vocab_size", "pad_id", "out_vocab")]
-if init_from == "scratch":
-    kept_ids = np.flatnonzero(np.bincount(open_tokens(train_path), minlength=tok.vocab_size)) \
-        if out_vocab_from_data else []
-    model_config = gpt_config({**{k: config[k] for k in model_keys}, "vocab_size": tok.vocab_size,
-                                 "pad_id": -1 if tok.pad_id is None else tok.pad_id, "out_vocab": len(kept_ids)})
-else:
-    path = os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from
-    if os.path.isdir(path):  # a folder of export.py's, or a transformers GPT-2 / LLaMA / GPT-NeoX model
-        from export import read_dir
-        ckpt = read_dir(path, device)
-    else:
-        ckpt = read_checkpoint(path, device)
-    if ckpt["tokenizer"] != tokenizer:
-        raise SystemExit(f"{init_from} is a '{ckpt['tokenizer']}' checkpoint but this run reads '{tokenizer}' data: "
-                         f"set --tokenizer={ckpt['tokenizer']} (and prepare that dataset for it)")
-    # the architecture is the checkpoint's (dropout and grad_checkpoint may change), and the config saved from now on
-    # says so; resuming with other architecture flags is refused, as the checkpoint cannot become that model
-    # (block_size may be shorter: a fine-tune's windows; the model keeps its own, checked below)
-    saved, free = model_args(ckpt), ("dropout", "grad_checkpoint")
-    other = [k for k in model_keys if k not in free + ("block_size",) and k in saved and config[k] != saved[k]]
-    check(init_from != "resume" or eval_only or not other, f"resume: {', '.join(f'{k}={config[k]}' for k in other)} differ from "
-          f"the checkpoint's {', '.join(f'{k}={saved[k]}' for k in other)}: drop those flags, or train a new model "
-          f"in another --out_dir")
-    if other and not eval_only:
-        log(f"note: the model of {init_from} has {', '.join(f'{k}={saved[k]}' for k in other)}; those keys of "
-            f"this run's config follow it")
-    config.update({k: saved[k] for k in other})
-    model_config = gpt_config({**saved, **{k: config[k] for k in free}})
-    if init_from == "resume":
-        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-        if ckpt.get("plan"):  # a budgeted run: continue its planned schedule
-            max_iters, lr_decay_iters = config["max_iters"], config["lr_decay_iters"] = \
-                ckpt["plan"]["max_iters"], ckpt["plan"]["lr_decay_iters"]
-    if eval_only:
-        iter_num = ckpt["iter_num"]  # eval.json names the checkpoint's step, from any init_from
-    if block_size > model_config.block_size:
-        raise SystemExit(f"config error: block_size={block_size} exceeds the checkpoint's {model_config.block_size}")
-model = GPT(model_config)
-enc_dec = model_config.arch == "encoder_decoder"  # the checkpoint's, when one is loaded
-if ckpt is not None:
-    model.load_state_dict(ckpt["model"])
-elif model_config.out_vocab:
-    model.kept_ids.copy_(torch.from_numpy(kept_ids))
-    log(f"out_vocab_from_data: lm_head scores the {len(kept_ids):,} ids of train.bin + 1 shared row for the other "
-        f"{tok.vocab_size - len(kept_ids):,}")
+# model: from scratch, or from a checkpoint (resume, LoRA base), whose architecture config now follows
+model, ckpt = init_model(config, tok, train_path, device, log)
+model_config, enc_dec = model.config, model.config.arch == "encoder_decoder"
+max_iters, lr_decay_iters = config["max_iters"], config["lr_decay_iters"]  # a resumed budgeted run's plan
+iter_num, best_val_loss = (ckpt["iter_num"], ckpt["best_val_loss"]) if init_from == "resume" else (0, float("inf"))
+if eval_only:
+    iter_num = ckpt["iter_num"]  # eval.json names the checkpoint's step, from any init_from
 if lora_r > 0:
     if ckpt is None or init_from == "resume":
         raise SystemExit("config error: LoRA fine-tunes a trained model: set init_from to its checkpoint path")
