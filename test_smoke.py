@@ -619,7 +619,9 @@ def test_resume_matches_uninterrupted_bit_for_bit_with_dropout(workdir):
 
 @pytest.mark.slow
 def test_eval_only_json_and_bpb(workdir):
-    run([str(REPO / "train.py"), *TINY, "--out_dir=ev", "--max_iters=4", "--eval_interval=4"], workdir)
+    out = run([str(REPO / "train.py"), *TINY, "--out_dir=ev", "--max_iters=4", "--eval_interval=4",
+               "--final_eval_tokens=320"], workdir)
+    assert re.search(r"eval 4: .*\(([\d,]+) val tokens", out.stdout)[1] == "320"  # the final evaluation's share of val
     run([str(REPO / "train.py"), *TINY, "--out_dir=ev", "--eval_only=True", "--init_from=resume"], workdir)
     res = json.loads((workdir / "ev" / "eval.json").read_text())
     assert set(res) >= {"split", "tokens", "bytes", "loss", "perplexity", "bpb", "checkpoint", "iter"}

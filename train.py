@@ -51,8 +51,9 @@ out_dir = "out"
 eval_interval = 250         # optimizer steps between evaluations and checkpoints
 log_interval = 10           # optimizer steps between log lines
 eval_tokens = 0             # evaluations during training score the first eval_tokens targets of val.bin (0 = all);
-#                             the final one (at max_iters) and eval_only always score all of it; the train split
-#                             is scored on eval_tokens targets (0: as many as val)
+#                             the train split is scored on eval_tokens targets (0: as many as val)
+final_eval_tokens = 0       # the final evaluation (at max_iters) scores the first final_eval_tokens of val (0 = all,
+#                             the fixed full-val figure); eval_only always scores all of it
 time_budget = 0.0           # seconds for the whole run, final evaluation included (0 = off: max_iters decides)
 plan_iters = 50             # with time_budget: steps run before the pace is measured and max_iters is fixed
 #                             (the first steps run slower: a plan on too few overestimates a step)
@@ -358,7 +359,7 @@ while True:
     # initialised, or just saved), as its time goes to training, and the plan times a small evaluation of its own
     if (iter_num % eval_interval == 0 and not (time_budget > 0 and iter_num == start_iter)) or iter_num == max_iters:
         final, t_eval = iter_num == max_iters, time.time()
-        val = evaluate_split("val", 0 if final else eval_tokens)
+        val = evaluate_split("val", final_eval_tokens if final else eval_tokens)
         train = evaluate_split("train", eval_tokens or val["tokens"])
         eval_s = time.time() - t_eval
         log(f"eval {iter_num}: train loss {train['loss']:.4f}, val loss {val['loss']:.4f}, val bpb {val['bpb']:.4f}"
@@ -424,7 +425,8 @@ while True:
         per_token = (time.time() - t - span_s) / small["tokens"]
         n_val = len(open_tokens(os.path.join(data_dir, "val.bin")))
         eval_s = per_token * 2 * (eval_tokens or n_val) + 2 * span_s  # an evaluation during training: val and train
-        final_s = per_token * (n_val + (eval_tokens or n_val)) + 2 * span_s + save_s + word_rate_s()
+        n_final = min(final_eval_tokens or n_val, n_val)
+        final_s = per_token * (n_final + (eval_tokens or n_val)) + 2 * span_s + save_s + word_rate_s()
         phases = [[0, 0.0]] + [[f, agree(x, largest=True)] for f, x in phase_costs()]  # lists: plain data
         budget = Budget(time_budget, t_start, eval_interval, eval_s, save_s, final_s, phases)
         max_iters = lr_decay_iters = config["max_iters"] = config["lr_decay_iters"] = \
