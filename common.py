@@ -19,6 +19,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from batches import open_tokens
+from errors import check
 from speedups import cpu_has_bf16
 from model import GPT, GPTConfig
 
@@ -224,7 +226,7 @@ def init_model(config: dict, tok, train_path: str, device: str = "cpu", log=prin
     keys = [k for k in GPTConfig.__dataclass_fields__ if k not in ("vocab_size", "pad_id", "out_vocab")]
     init_from, eval_only = config["init_from"], config["eval_only"]
     if init_from == "scratch":
-        kept = np.flatnonzero(np.bincount(np.memmap(train_path, np.uint16, mode="r"), minlength=tok.vocab_size)) \
+        kept = np.flatnonzero(np.bincount(open_tokens(train_path), minlength=tok.vocab_size)) \
             if config["out_vocab_from_data"] else []
         model = GPT(gpt_config({**{k: config[k] for k in keys}, "vocab_size": tok.vocab_size,
                                 "pad_id": -1 if tok.pad_id is None else tok.pad_id, "out_vocab": len(kept)}))
@@ -244,10 +246,9 @@ def init_model(config: dict, tok, train_path: str, device: str = "cpu", log=prin
                          f" data: set --tokenizer={ckpt['tokenizer']} (and prepare that dataset for it)")
     saved, free = model_args(ckpt), ("dropout", "grad_checkpoint")
     other = [k for k in keys if k not in free + ("block_size",) and k in saved and config[k] != saved[k]]
-    if init_from == "resume" and not eval_only and other:
-        raise SystemExit(f"config error: resume: {', '.join(f'{k}={config[k]}' for k in other)} differ from the "
-                         f"checkpoint's {', '.join(f'{k}={saved[k]}' for k in other)}: drop those flags, or train a "
-                         f"new model in another --out_dir")
+    check(init_from != "resume" or eval_only or not other, f"resume: {', '.join(f'{k}={config[k]}' for k in other)} "
+          f"differ from the checkpoint's {', '.join(f'{k}={saved[k]}' for k in other)}: drop those flags, or train "
+          f"a new model in another --out_dir")
     if other and not eval_only:
         log(f"note: the model of {init_from} has {', '.join(f'{k}={saved[k]}' for k in other)}; those keys of "
             f"this run's config follow it")
@@ -255,9 +256,8 @@ def init_model(config: dict, tok, train_path: str, device: str = "cpu", log=prin
     if init_from == "resume" and ckpt.get("plan"):  # a budgeted run: continue its planned schedule
         config.update({k: ckpt["plan"][k] for k in ("max_iters", "lr_decay_iters")})
     model = GPT(gpt_config({**saved, **{k: config[k] for k in free}}))
-    if config["block_size"] > model.config.block_size:
-        raise SystemExit(f"config error: block_size={config['block_size']} exceeds the checkpoint's "
-                         f"{model.config.block_size}")
+    check(config["block_size"] <= model.config.block_size,
+          f"block_size={config['block_size']} exceeds the checkpoint's {model.config.block_size}")
     model.load_state_dict(ckpt["model"])
     return model, ckpt
 

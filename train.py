@@ -127,7 +127,7 @@ globals().update(config)
 for key in ("eval_interval", "log_interval", "batch_size", "block_size", "gradient_accumulation_steps", "plan_iters"):
     check(config[key] > 0, f"{key}={config[key]} must be at least 1")
 for key in ("max_iters", "time_budget", "word_rate_samples", "warmup_iters", "weight_decay", "grad_clip", "min_lr",
-            "dropout_from", "batch_ramp"):
+            "dropout_from", "batch_ramp", "eval_tokens", "final_eval_tokens"):
     check(config[key] >= 0, f"{key}={config[key]} must not be negative")
 check(learning_rate > 0 and 0 <= dropout < 1, f"learning_rate={learning_rate} must be > 0, dropout={dropout} in [0, 1)")
 check(optimizer in ("adamw", "muon"), f"optimizer='{optimizer}' must be 'adamw' or 'muon'")
