@@ -4,14 +4,11 @@ Batches for train.py, from the flat uint16 token files that prepare.py writes (e
   decoder-only LM    random windows (get_batch), and the fixed evaluation windows (eval_windows)
   encoder-decoder    ByT5 span corruption (span_corruption) and prefix-LM continuation (prefix_lm),
                      both as (src, tgt_in, targets) triples of fixed lengths, so no batch overflows its budget
-  train.py's use     train_batch (one micro-batch of a step) and evaluate (loss and bits per byte of a split)
+  train.py's use     train_batch (one micro-batch of a step); evaluate.py scores the fixed windows
 
 Randomness comes from a seed per optimizer step, so a run is reproducible, a resumed run draws the batches the
 uninterrupted one would, and DDP ranks take disjoint slices of the same global batch.
 """
-import math
-import time
-
 import numpy as np
 import torch
 
@@ -195,44 +192,3 @@ def train_batch(it, g, path, n_tokens, batch_size, block_size, device, seed, tok
                                    block_size, o["tgt_len"], o["noise_density"], o["mean_span"], s, device,
                                    o["dec_prefix"])
     return {"idx": tgt_in, "src": src}, y
-
-
-@torch.no_grad()
-def evaluate(model, path, tok, batch_size, ctx, device, max_tokens=0, seq2seq=None):
-    """Loss on the fixed windows of the token file at path: {tokens, bytes, loss (nats/token), perplexity, bpb}.
-    bpb = summed nats / (ln 2 * UTF-8 bytes of the targets); EOT targets count in the loss and add 0 bytes.
-    max_tokens > 0 scores only the first max_tokens targets. Windows are the model's block_size, so a fine-tune
-    or eval_only with a shorter block_size scores the windows the model was trained and scored on.
-    Encoder-decoder (seq2seq, as in train_batch): loss is the continuation (prefix-LM) loss, and span_loss the
-    span-corruption loss on 8 fixed batches (span_s: the seconds they took), which has no bpb: it sees context on
-    both sides of each span, so it is not comparable with left-to-right models."""
-    was_training, T = model.training, model.config.block_size
-    model.eval()
-    byte_lengths = torch.from_numpy(tok.token_byte_lengths())  # (V,) UTF-8 bytes per id
-    nats, tokens, n_bytes = 0.0, 0, 0
-    if seq2seq is None:
-        batches = (({"idx": x}, y) for x, y in eval_windows(path, T, tok.eot_id, batch_size, max_tokens))
-    else:
-        batches = (({"src": s, "idx": t}, y) for s, t, y in eval_continuation(
-            path, T, seq2seq["tgt_len"], tok, batch_size, max_tokens, seq2seq["dec_prefix"]))
-    for inputs, y in batches:
-        with ctx:
-            _, loss = model(**{k: v.to(device) for k, v in inputs.items()}, targets=y.to(device))
-        scored = y[y != -1]  # the encoder-decoder's dec_prefix ids are read, not predicted
-        nats += loss.item() * scored.numel()
-        tokens, n_bytes = tokens + scored.numel(), n_bytes + int(byte_lengths[scored].sum())
-    out = {"tokens": tokens, "bytes": n_bytes, "loss": nats / tokens, "perplexity": math.exp(min(nats / tokens, 700)),
-           "bpb": nats / (math.log(2) * max(n_bytes, 1))}
-    if seq2seq is not None:
-        o, losses, t0 = seq2seq, [], time.time()
-        span_len = seq2seq_window_len("span", T, o["tgt_len"], o["noise_density"], o["mean_span"])
-        for g in range(8):  # fixed: the same 8 batches from the same seeds every run
-            starts = window_starts(len(open_tokens(path)), span_len, (batch_size,), g)
-            src, tgt_in, y = seq2seq_batch(path, starts, tok, "span", T, o["tgt_len"], o["noise_density"],
-                                           o["mean_span"], g, device)
-            with ctx:
-                losses.append(model(tgt_in, y, src=src)[1].item())
-        out["span_loss"] = sum(losses) / len(losses)
-        out["span_s"] = time.time() - t0  # a fixed cost per evaluation, whatever max_tokens (train.py's plan)
-    model.train(was_training)
-    return out

@@ -6,7 +6,7 @@ Micro-benchmarks, one per --mode, each printing throughput on this machine:
     python bench.py --mode=train              # training step tokens/s and MFU: bf16, HF bf16, fp32, torch.compile
     python bench.py --mode=train --profile    # ... then the top ops of one bf16 step (torch.profiler)
     python bench.py --mode=train --out_vocab=6997     # ... plus GPTConfig.out_vocab on ids drawn from 6,997 of them
-    python bench.py --mode=sample --no_malloc_tweak   # the same without common.keep_freed_memory (glibc defaults)
+    python bench.py --mode=sample --no_malloc_tweak   # the same without speedups.keep_freed_memory (glibc defaults)
     python bench.py --mode=quickstart         # config/tinystories_cpu.py's step (dtype auto and fp32, dropout on/off),
                                               # % of the measured matmul peak, and its final evaluation's cost
     python bench.py --mode=memory             # peak memory of a 33M-shape step with and without grad_checkpoint
@@ -63,7 +63,7 @@ def _setup(args):
     """Start of the model modes: the glibc malloc tweak first (before any large tensor; it is process-wide, so HF gets
     it too: the fair comparison), then a fixed seed. Prints the load average, as other jobs share the 2 cores."""
     import torch
-    from common import keep_freed_memory
+    from speedups import keep_freed_memory
     if not args.no_malloc_tweak:
         keep_freed_memory()
     torch.manual_seed(1337)
@@ -96,7 +96,7 @@ def bench_sample(args):
     Cached runs are best of args.repeat; an uncached run takes minutes (fp32, B=1: ~2.5), so it runs once, and only
     for the (dtype, batch) pairs in args.uncached."""
     torch = _setup(args)
-    from common import autocast
+    from device import autocast
     from model import GPT, GPTConfig
     from tokenizer import get_tokenizer
     tok = get_tokenizer("gpt2")
@@ -153,7 +153,7 @@ def bench_train(args):
     MFU = tokens/s x model.estimate_flops_per_token(512) / the measured matmul peak of the step's dtype, measured
     before and after the runs (the larger is kept: a neighbour's job during one measurement would inflate MFU)."""
     torch = _setup(args)
-    from common import autocast, measure_peak_flops, resolve_dtype
+    from device import autocast, measure_peak_flops, resolve_dtype
     from model import GPT, GPTConfig
     B, T = args.batch_size, SHAPE["block_size"]
     auto = resolve_dtype("auto", "cpu")  # bfloat16 on a CPU with native bf16 (AVX512-BF16 or AMX)
@@ -180,7 +180,7 @@ def bench_train(args):
         def step(i):
             x, y = batches[i % len(batches)]
             with autocast("cpu", dtype):
-                loss = fwd(input_ids=x, labels=x).loss if name == "HF" else fwd(x, y)[1]  # HF shifts labels itself
+                loss = fwd(input_ids=x, labels=x).loss if name == "HF" else fwd(x, y, return_logits=False)[1]  # HF shifts
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -238,8 +238,8 @@ def bench_quickstart(args):
     share of the measured matmul peak of that dtype. Then the final evaluation's cost: evaluate() over all of
     data/tinystories/gpt2/val.bin (prepare it first) plus eval_tokens train tokens, in seconds."""
     torch = _setup(args)
-    from batches import evaluate
-    from common import autocast, measure_peak_flops, resolve_dtype
+    from evaluate import evaluate
+    from device import autocast, measure_peak_flops, resolve_dtype
     from model import GPT, GPTConfig
     cfg = {"optimizer": "adamw", "eval_tokens": 0}  # train.py's defaults of the keys the config may leave out
     exec((REPO / "config/tinystories_cpu.py").read_text(), cfg)  # a config file is plain assignments
@@ -263,7 +263,7 @@ def bench_quickstart(args):
                 t0 = time.perf_counter()
                 x = batches[i % len(batches)]
                 with autocast("cpu", dtype):
-                    loss = model(x[:, :-1], x[:, 1:])[1]
+                    loss = model(x[:, :-1], x[:, 1:], return_logits=False)[1]
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 for opt in opts:
@@ -298,7 +298,7 @@ def bench_memory(args):
     if args.child is not None:
         import resource
         torch = _setup(args)
-        from common import autocast, resolve_dtype
+        from device import autocast, resolve_dtype
         from model import GPT, GPTConfig
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         model = GPT(GPTConfig(**SHAPE, grad_checkpoint=bool(args.child))).train()
@@ -306,7 +306,7 @@ def bench_memory(args):
         x = torch.randint(0, SHAPE["vocab_size"], (args.batch_size, SHAPE["block_size"] + 1))
         for _ in range(3):
             with autocast("cpu", resolve_dtype("auto", "cpu")):
-                loss = model(x[:, :-1], x[:, 1:])[1]
+                loss = model(x[:, :-1], x[:, 1:], return_logits=False)[1]
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -330,7 +330,7 @@ if __name__ == "__main__":
     ap.add_argument("--mb", type=int, default=40, help="prepare: MB of story text to build")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is printed")
     ap.add_argument("--no_malloc_tweak", action="store_true", help="sample/train: glibc's malloc defaults, i.e. "
-                    "without common.keep_freed_memory() (what a plain HF script gets)")
+                    "without speedups.keep_freed_memory() (what a plain HF script gets)")
     ap.add_argument("--profile", action="store_true", help="sample/train: then print torch.profiler's top ops")
     ap.add_argument("--tokens", type=int, default=500, help="sample: new tokens per generate call")
     ap.add_argument("--batches", default="1,8", help="sample: batch sizes")

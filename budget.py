@@ -1,19 +1,24 @@
 """
-The sums behind train.py's time_budget: how many optimizer steps fit in what is left of a wall-clock budget, and
-when a running plan must change.
+train.py's time budget as one object. TimeBudget fits a whole run (training, evaluations, checkpoints, the final
+evaluation and the known-word check) into `seconds` of wall clock, counted from the launch. It fixes a step count, not
+a clock schedule: after plan_iters steps it measures the pace of a step (and, through train.py's measure(), what an
+evaluation, a checkpoint write, the end of the run and the later phases cost), sets max_iters to the steps that fit,
+and prints the command that repeats the run exactly without a budget. The learning-rate schedule is then an ordinary
+function of the step (the cosine ends at max_iters), so a resumed run continues the planned schedule; a schedule in
+elapsed seconds would make every run unrepeatable.
 
-The plan is a step count, not a clock schedule (train.py's docstring says why), so all this module decides is
-max_iters (= lr_decay_iters). It knows what a run spends its seconds on: steps, an evaluation and two checkpoint
-writes every eval_interval steps, then the final evaluation, write and known-word check. A step costs more in later
-phases of a run (late dropout's random masks, the batch ramp's larger batches): each phase is a first step and the
-seconds a step costs on top of the plan's pace from there on. A running plan is checked on one pace, the mean step of
-the last PACE_WINDOW steps of the current phase (from PACE_MIN steps into it), for both directions, with a band between
-them so that a wandering machine does not flip the plan back and forth:
+A step costs more in later phases of a run (late dropout's random masks, the batch ramp's larger batches): each phase
+is a first step and the seconds a step costs on top of the plan's pace from there on. The plan is then checked every
+CHECK_EVERY steps on one pace, the mean step of the last PACE_WINDOW steps of the current phase (from PACE_MIN steps
+into it), for both directions, with a band between them so that a wandering machine does not flip the plan back and
+forth:
 - behind: the plan would end past END_LATE of the budget. It is cut to what fits in END_FIT, at any step;
 - ahead: END_FIT holds AHEAD more steps than the plan. It is extended, but only in the first half of a run, while
   its learning-rate schedule is young.
+The log says "re-planned" either way: such a run's schedule changed midway, and it no longer repeats exactly.
 """
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -22,13 +27,14 @@ END_LATE = 0.99    # ... and is cut when it would end past 99% (the budget's pro
 AHEAD = 1.05       # ... and extended when 5% more steps fit
 PACE_WINDOW = 200  # steps: about a minute of a CPU quick start, long enough to average out one slow interval
 PACE_MIN = 50      # steps into a phase before its pace is trusted: a dozen steps after a switch are too few
+CHECK_EVERY = 10   # steps between checks of a running plan (each is an all-reduce under DDP)
 
 
 @dataclass
 class Budget:
-    """A time budget of `seconds` counted from t_start (a time.time()), and what a run spends it on, in seconds:
-    eval_s an evaluation during training, save_s a checkpoint write, final_s the end of the run; phases: (first step,
-    seconds a step costs more than at the plan's pace from that step on), sorted, from step 0."""
+    """The arithmetic: a time budget of `seconds` counted from t_start (a time.time()), and what a run spends it on,
+    in seconds: eval_s an evaluation during training, save_s a checkpoint write, final_s the end of the run; phases:
+    (first step, seconds a step costs more than at the plan's pace from that step on), sorted, from step 0."""
     seconds: float
     t_start: float
     eval_interval: int
@@ -77,3 +83,48 @@ def pace(step_times, since):
     changes what a step costs). A mean, not a median: slow steps use the budget too."""
     recent = step_times[max(since, len(step_times) - PACE_WINDOW):]
     return float(np.mean(recent or step_times[-1:]))
+
+
+class TimeBudget:
+    """The planner: train.py's loop calls update() once per step, and a checkpoint records state(). agree(x,
+    largest=False) gives x as every DDP rank sees it (the smallest, or the largest, over ranks), so that every rank
+    plans the same; log prints on the master process."""
+
+    def __init__(self, seconds, t_start, plan_iters, eval_interval, start_iter, agree, log):
+        self.seconds, self.t_start, self.plan_iters, self.eval_interval = seconds, t_start, plan_iters, eval_interval
+        self.start_iter, self.agree, self.log = start_iter, agree, log
+        self.plan, self.planned_at = None, None  # the Budget and its step, once planned
+
+    def update(self, iter_num, step_times, max_iters, measure):
+        """The max_iters to run after step iter_num - 1. step_times: the seconds of each step of this process, from
+        start_iter. plan_iters steps in: plans, from the mean step of their second half (the first steps warm the
+        allocator up) and measure() -> (eval_s, save_s, final_s, phases): the seconds of an evaluation during
+        training, a checkpoint write, the end of the run, and [(first step, seconds a step costs more)] for the phases
+        ahead. From then on, every CHECK_EVERY steps: cuts or extends the plan (Budget.revise)."""
+        if self.plan is None:
+            if iter_num - self.start_iter < self.plan_iters:
+                return max_iters
+            step_s = self.agree(pace(step_times, since=len(step_times) // 2), largest=True)
+            eval_s, save_s, final_s, phases = measure()
+            phases = [[0, 0.0]] + [[f, self.agree(x, largest=True)] for f, x in phases]  # lists: plain data
+            self.plan = Budget(self.seconds, self.t_start, self.eval_interval, eval_s, save_s, final_s, phases)
+            self.planned_at, n = iter_num, int(self.agree(self.plan.fit(time.time(), iter_num, step_s)))
+            later = "".join(f", +{1000 * x:.0f} ms from step {f}" for f, x in phases[1:])  # dropout, the batch ramp
+            self.log(f"time_budget {self.seconds:.0f} s: {step_s * 1000:.0f} ms/step{later}, evaluations {eval_s:.1f} "
+                     f"s, writes {save_s:.1f} s, final evaluation ~{final_s:.0f} s -> max_iters = lr_decay_iters = {n} "
+                     f"(repeat with --time_budget=0 --max_iters={n} --lr_decay_iters={n})")
+            return n
+        since = max(self.planned_at, self.plan.phase(iter_num - 1)[0])  # the pace of this phase, since the plan
+        if iter_num % CHECK_EVERY or iter_num >= max_iters or iter_num - since < PACE_MIN:
+            return max_iters
+        now = self.agree(time.time(), largest=True)
+        step_s = self.agree(pace(step_times, since - self.start_iter), largest=True)
+        n, why = self.plan.revise(now, iter_num, max_iters, step_s)
+        if why:
+            self.log(f"re-planned, {why} the plan ({1000 * step_s:.0f} ms/step): max_iters = lr_decay_iters "
+                     f"{max_iters} -> {n}")
+        return n
+
+    def state(self):
+        """Plain data for the checkpoint: the plan's arithmetic and the step it was made at (None before it)."""
+        return None if self.plan is None else {"planned_at": self.planned_at, **asdict(self.plan)}

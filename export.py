@@ -1,177 +1,28 @@
 """
-nanostories models in the ecosystem's own formats (transformers, safetensors, peft) and back, with equal logits:
+Export a trained model to the ecosystem's formats, with equal logits (hf.py has the mapping):
 
-  python export.py --out_dir=out-tinystories-cpu [--ckpt_name=ckpt.pt] [--to=DIR]  # a transformers folder (DIR
-                                                # default out_dir/hf); add --check=True to compare it with ours
-  python export.py --out_dir=out-byt5 --format=nanostories  # any model, encoder-decoder too: our own safetensors
-  python lora.py --export=out-lora-dog/lora.pt --to=DIR     # a LoRA adapter in peft's format (export_lora)
-  python sample.py --out_dir=DIR, train.py --init_from=DIR  # such folders, or GPT-2 / LLaMA / NeoX ones (read_dir)
+  python export.py --out_dir=out-tinystories-cpu               # a transformers folder (default out_dir/hf, or --to)
+  python export.py --out_dir=out-tinystories-cpu --check=True  # ... then compare it with ours, and write a story
+  python export.py --out_dir=out-byt5 --format=nanostories     # any model, encoder-decoder too: our own safetensors
+  python lora.py --export=out-lora-dog/lora.pt --to=DIR        # a LoRA adapter in peft's format
+  python sample.py --out_dir=DIR, train.py --init_from=DIR     # such folders, or GPT-2 / LLaMA / NeoX ones
 
-Decoders and the transformers class that computes the same function (fp32, sdpa: max |dlogit| 0 to 1e-6):
-  learned wpe + LayerNorm + GELU  -> GPT2LMHeadModel with activation "gelu" (its default gelu_new is the tanh
-                                     approximation); Conv1D stores weights transposed; bias=False as zero biases
-  RoPE + RMSNorm + SwiGLU / GEGLU -> LlamaForCausalLM (silu / gelu): c_attn splits into q/k/v rows, no per-head
-                                     permutation (our half-split RoPE is HF's rotate_half); c_fc into gate / up
-  RoPE + LayerNorm + GELU         -> GPTNeoXForCausalLM(use_parallel_residual=False), query_key_value per head
-The encoder-decoder has none (T5's positions are relative buckets): --format=nanostories. The vocab is the
-tokenizer's (50,257, not the padded 50,304: HF's softmax would cover the pad rows); an out_vocab head exports as the
-full untied lm_head it stands for (model.py). Past block_size our generate slides its window, HF's GPT-2 raises and
-LLaMA / NeoX extrapolate RoPE to positions never trained.
+Past block_size our generate slides its window, HF's GPT-2 raises and LLaMA / NeoX extrapolate RoPE to positions
+never trained.
 """
 import json
 import os
-import shutil
 import sys
 from dataclasses import asdict
 
 import torch
 
-from model import GPT, MLP, GPTConfig
-from tokenizer import NAMES, get_tokenizer
-
-LAYOUTS = {(False, "layernorm", "gelu"): "gpt2", (True, "rmsnorm", "swiglu"): "llama",
-           (True, "rmsnorm", "geglu"): "llama", (True, "layernorm", "gelu"): "gpt_neox"}
-SUPPORTED = ("decoders with learned wpe + LayerNorm + GELU (GPT-2), RoPE + RMSNorm + SwiGLU or GEGLU (LLaMA), or "
-             "RoPE + LayerNorm + GELU (GPT-NeoX)")
-# per layout: HF's block prefix, {our block module: (HF modules, how our tensor maps)}, {our top module: HF's}.
-# "T": transposed (GPT-2's Conv1D); "chunk": rows split evenly, in order; "heads": q|k|v rows regrouped per head
-_B = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
-HF = {
-    "gpt2": ("transformer.h.{}.", {m: ([m], "T") for m in _B},
-             {"transformer.wte": "transformer.wte", "transformer.wpe": "transformer.wpe",
-              "transformer.ln_f": "transformer.ln_f"}),
-    "llama": ("model.layers.{}.", dict(zip(_B, [
-        (["input_layernorm"], ""), (["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "chunk"),
-        (["self_attn.o_proj"], ""), (["post_attention_layernorm"], ""), (["mlp.gate_proj", "mlp.up_proj"], "chunk"),
-        (["mlp.down_proj"], "")])), {"transformer.wte": "model.embed_tokens", "transformer.ln_f": "model.norm"}),
-    "gpt_neox": ("gpt_neox.layers.{}.", dict(zip(_B, [
-        (["input_layernorm"], ""), (["attention.query_key_value"], "heads"), (["attention.dense"], ""),
-        (["post_attention_layernorm"], ""), (["mlp.dense_h_to_4h"], ""), (["mlp.dense_4h_to_h"], "")])),
-                 {"transformer.wte": "gpt_neox.embed_in", "transformer.ln_f": "gpt_neox.final_layer_norm"}),
-}
-
-
-def layout_of(config: GPTConfig) -> str:
-    """'gpt2' | 'llama' | 'gpt_neox': the transformers model_type that computes this architecture exactly.
-    SystemExit naming the supported combinations (and --format=nanostories) for any other."""
-    if config.arch != "decoder" or (config.rope, config.norm, config.mlp) not in LAYOUTS:
-        raise SystemExit(f"no transformers class computes arch={config.arch}, rope={config.rope}, norm={config.norm}, "
-                         f"mlp={config.mlp}: supported are {SUPPORTED}; export any model with --format=nanostories")
-    return LAYOUTS[(config.rope, config.norm, config.mlp)]
-
-
-def module_pairs(layout: str, n_layer: int) -> list:
-    """[(our module, [HF modules], kind)] for every module but the token embedding and lm_head."""
-    prefix, block, top = HF[layout]
-    return [(f"transformer.h.{i}.{m}", [prefix.format(i) + h for h in hs], kind)
-            for i in range(n_layer) for m, (hs, kind) in block.items()] + \
-        [(m, [h], "") for m, h in top.items() if m != "transformer.wte"]
-
-
-def split(t, kind, n, n_head):
-    """Our weight (out, in) or bias (out,) -> the n HF tensors it becomes."""
-    if kind == "heads":  # ours: all q rows, then k, then v; NeoX: per head [q_h, k_h, v_h]
-        return [t.unflatten(0, (3, n_head, -1)).transpose(0, 1).flatten(0, 2).contiguous()]
-    return [t.t().contiguous()] if kind == "T" else [c.contiguous() for c in t.chunk(n)]
-
-
-def join(ts, kind, n_head):
-    """The inverse of split: HF tensors -> ours."""
-    if kind == "heads":
-        return ts[0].unflatten(0, (n_head, 3, -1)).transpose(0, 1).flatten(0, 2).contiguous()
-    return ts[0].t().contiguous() if kind == "T" else torch.cat(ts)
-
-
-def hf_config(model: GPT, tok):
-    """The GPT2Config / LlamaConfig / GPTNeoXConfig of our decoder. eos = our EOT and no BOS, both set explicitly:
-    the classes' defaults (GPT-2 50256, LLaMA 1 and 2) are real GPT-2 ids."""
-    import transformers
-    c, layout = model.config, layout_of(model.config)
-    hidden = model.transformer.h[0].mlp.c_proj.in_features  # the MLP width model.MLP chose
-    ids = dict(vocab_size=c.vocab_size, bos_token_id=None, eos_token_id=tok.eot_id, tie_word_embeddings=c.tie_weights
-               and not c.out_vocab, pad_token_id=tok.eot_id if tok.pad_id is None else tok.pad_id)
-    if layout == "gpt2":
-        return transformers.GPT2Config(n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
-                                       n_inner=hidden, activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0,
-                                       attn_pdrop=0.0, layer_norm_epsilon=1e-5, **ids)
-    ids.update(hidden_size=c.n_embd, intermediate_size=hidden, num_hidden_layers=c.n_layer, attention_bias=c.bias,
-               num_attention_heads=c.n_head, max_position_embeddings=c.block_size)
-    if layout == "llama":  # RMSNorm eps 1e-6 as model.make_norm
-        return transformers.LlamaConfig(num_key_value_heads=c.n_head, head_dim=c.n_embd // c.n_head, mlp_bias=c.bias,
-                                        hidden_act="silu" if c.mlp == "swiglu" else "gelu", rms_norm_eps=1e-6,
-                                        rope_theta=c.rope_theta, **ids)
-    return transformers.GPTNeoXConfig(hidden_act="gelu", use_parallel_residual=False, layer_norm_eps=1e-5,
-                                      rotary_pct=1.0, rotary_emb_base=c.rope_theta, hidden_dropout=0.0, **ids)
-
-
-def hf_state_dict(model: GPT) -> dict:
-    """Our weights under HF's names, vocab cut to vocab_size. An out_vocab head becomes the full head it stands for:
-    row kept_ids[k] = lm_head.weight[kept_ids[k]], every other row = `other` (model.GPT._out_vocab_logits)."""
-    c, sd, out = model.config, model.state_dict(), {}
-    for ours, names, kind in module_pairs(layout_of(c), c.n_layer):
-        for p in ("weight", "bias"):
-            if f"{ours}.{p}" in sd:
-                out.update(zip([f"{n}.{p}" for n in names], split(sd[f"{ours}.{p}"], kind, len(names), c.n_head)))
-    out[HF[layout_of(c)][2]["transformer.wte"] + ".weight"] = sd["transformer.wte.weight"][:c.vocab_size].clone()
-    out["lm_head.weight"] = sd["lm_head.weight"][:c.vocab_size].clone()
-    if c.out_vocab:
-        out["lm_head.weight"] = model.other.detach()[None].repeat(c.vocab_size, 1)
-        out["lm_head.weight"][model.kept_ids] = sd["lm_head.weight"][model.kept_ids]
-    return out
-
-
-def hf_tokenizer(name: str, max_length: int):
-    """A transformers fast tokenizer with our ids. gpt2: GPT2TokenizerFast of tiktoken's cached encoder.json and
-    vocab.bpe (HF's vocab.json and merges.txt). byte: a `tokenizers` BPE without merges over the 256 ByteLevel
-    characters (byte b -> id b), then EOT 256, PAD 257 and the sentinels (HF's ByT5Tokenizer shifts every id by 3).
-    split_special_tokens: "<|endoftext|>" in text stays text, as in tiktoken's encode_ordinary."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> character map
-    tok, kw = get_tokenizer(name), dict(split_special_tokens=True, clean_up_tokenization_spaces=False,
-                                        model_max_length=max_length)
-    if name == "gpt2":
-        return GPT2TokenizerFast(*_gpt2_bpe_files(), bos_token=None, unk_token=None, eos_token="<|endoftext|>", **kw)
-    b2u = bytes_to_unicode()
-    t = Tokenizer(models.BPE(vocab={b2u[b]: b for b in range(256)}, merges=[]))
-    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)  # one "word": every byte
-    t.decoder = decoders.ByteLevel()
-    specials = [tok._special_text(i) for i in tok.special_ids]  # ids 256.. in order
-    t.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
-    return PreTrainedTokenizerFast(tokenizer_object=t, eos_token=specials[0], pad_token=specials[1],
-                                   additional_special_tokens=specials[2:], **kw)
-
-
-def _gpt2_bpe_files():
-    """(vocab, merges) of GPT-2's encoder.json and vocab.bpe in tiktoken's cache ($TIKTOKEN_CACHE_DIR, files named
-    by hash: found by content). SystemExit naming the fix when they are missing."""
-    root, found = os.environ.get("TIKTOKEN_CACHE_DIR", ""), {}
-    for f in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-        text = open(os.path.join(root, f), encoding="utf-8", errors="replace").read()
-        if text.startswith('{"!"'):
-            found["vocab"] = json.loads(text)
-        elif text.startswith("#version"):  # a header line, then one merge "a b" per line
-            found["merges"] = [tuple(line.split(" ")) for line in text.split("\n")[1:] if line]
-    if len(found) < 2:
-        raise SystemExit(f"no GPT-2 encoder.json / vocab.bpe in TIKTOKEN_CACHE_DIR={root!r}: set it to tiktoken's "
-                         "cache (e.g. ../shared/tiktoken_cache), or run tiktoken.get_encoding('gpt2') once online")
-    return found["vocab"], found["merges"]
-
-
-def _write_dir(to: str, fill):
-    """fill(tmp) writes a fresh folder beside `to`, which then replaces `to`: a crash leaves the old one whole."""
-    tmp = f"{to.rstrip('/')}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
-        fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if os.path.exists(to):
-        os.replace(to, tmp + ".old")
-    os.replace(tmp, to)
-    shutil.rmtree(tmp + ".old", ignore_errors=True)
+from checkpoint import load_model
+from configurator import configure
+from errors import one_line_errors
+from hf import hf_config, hf_state_dict, hf_tokenizer, layout_of, write_dir
+from model import GPT
+from tokenizer import get_tokenizer
 
 
 def _meta(model, ckpt) -> dict:
@@ -200,12 +51,12 @@ def export_hf(model: GPT, ckpt: dict, to: str, card: str = ""):
         hf.save_pretrained(d)
         hf_tokenizer(tok.name, model.config.block_size).save_pretrained(d)
         open(os.path.join(d, "README.md"), "w", encoding="utf-8").write(card)
-    _write_dir(to, fill)
+    write_dir(to, fill)
 
 
 def export_native(model: GPT, ckpt: dict, to: str):
     """Any model (encoder-decoder too) as model.safetensors (our state-dict names) + config.json ({"nanostories":
-    metadata}), which read_dir and common.load_model read back exactly. safetensors refuses tensors that share
+    metadata}), which checkpoint.load_model reads back exactly. safetensors refuses tensors that share
     storage: a tied lm_head.weight is left out and tied again on load."""
     from safetensors.torch import save_file
     sd = {k: v.contiguous() for k, v in model.state_dict().items()
@@ -214,7 +65,7 @@ def export_native(model: GPT, ckpt: dict, to: str):
     def fill(d):
         save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
         json.dump({"nanostories": _meta(model, ckpt)}, open(os.path.join(d, "config.json"), "w"), indent=1)
-    _write_dir(to, fill)
+    write_dir(to, fill)
 
 
 def model_card(model: GPT, ckpt: dict, out_dir: str) -> str:
@@ -255,149 +106,8 @@ print(generate("Once upon a time", do_sample=True, temperature=0.8, top_k=200)[0
 """
 
 
-def read_dir(path: str, device="cpu") -> dict:
-    """A checkpoint dict (model, model_args, tokenizer, config, iter_num, best_val_loss, optimizer None) from a
-    folder: ours (export_native), or a transformers GPT-2 / LLaMA / GPT-NeoX one whose config model.py computes
-    (export_hf's, or anyone's with a tokenizer of ours). SystemExit naming what is supported for any other."""
-    if not os.path.exists(os.path.join(path, "config.json")):
-        raise SystemExit(f"{path} has no config.json: pass a folder written by export.py or a transformers model")
-    cfg = json.load(open(os.path.join(path, "config.json")))
-    meta = cfg.get("nanostories") or {}
-    if "model_type" not in cfg:  # our own layout
-        from safetensors.torch import load_file
-        if "model_args" not in meta:
-            raise SystemExit(f"{path}/config.json is neither ours (export.py) nor a transformers one (model_type)")
-        sd = load_file(os.path.join(path, "model.safetensors"), device=str(device))
-        if meta["model_args"]["tie_weights"]:
-            sd["lm_head.weight"] = sd["transformer.wte.weight"]  # stored once by export_native
-        return {**meta, "model": sd, "optimizer": None}
-    layout = cfg["model_type"]
-    if layout not in HF:
-        raise SystemExit(f"{path}: model_type {layout!r} is not supported; supported are gpt2, llama, gpt_neox "
-                         f"configs that match model.py: {SUPPORTED}")
-    from transformers import AutoConfig, AutoModelForCausalLM
-    tok = get_tokenizer(meta.get("tokenizer") or _known_tokenizer(path))
-    args = _gpt_args(AutoConfig.from_pretrained(path), layout, tok, path)
-    weights = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
-    head = weights.pop("lm_head.weight")
-    # zero biases are no biases: an export of bias=False (HF's GPT-2 / NeoX always have them) comes back bias=False
-    bias = meta.get("model_args", {}).get("bias") or any(t.any() for k, t in weights.items() if k.endswith(".bias"))
-    config = GPTConfig(**args, bias=bool(bias))
-    with torch.device("meta"):  # our tensors' names and shapes, no memory
-        want = GPT(config).state_dict()
-    sd = {}
-    for ours, names, kind in module_pairs(layout, config.n_layer):
-        for k in (f"{ours}.weight", f"{ours}.bias"):
-            if k in want:
-                ts = [weights.pop(n + k[len(ours):], None) for n in names]
-                if k.endswith(".bias") and any(t is None for t in ts):  # LLaMA: attention_bias xor mlp_bias
-                    ts, kind = [torch.zeros(want[k].shape)], ""
-                sd[k] = join(ts, kind, config.n_head)
-    pad = lambda t: torch.cat([t, t.new_zeros(config.padded_vocab - config.vocab_size, t.size(1))])
-    sd["transformer.wte.weight"] = pad(weights.pop(HF[layout][2]["transformer.wte"] + ".weight"))
-    sd["lm_head.weight"] = sd["transformer.wte.weight"] if config.tie_weights else pad(head)
-    left = [k for k, t in weights.items() if t.any()]  # what remains must be zero biases that bias=False drops
-    if left:
-        raise SystemExit(f"{path}: weights {left[:3]} have no place in model.py's {layout} layout")
-    return {"model": {k: v.to(device) for k, v in sd.items()}, "model_args": asdict(config), "tokenizer": tok.name,
-            "config": meta.get("config", {"init_from": path}), "iter_num": meta.get("iter_num", 0),
-            "best_val_loss": meta.get("best_val_loss"), "optimizer": None}
-
-
-def load_dir(path: str, device="cpu"):
-    """(model, ckpt) from a folder (read_dir), as common.load_model gives them from a checkpoint file."""
-    ckpt = read_dir(path, device)
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
-
-
-def _known_tokenizer(path: str) -> str:
-    """The name of our tokenizer whose ids and EOT the folder's tokenizer gives, on a probe text."""
-    from transformers import AutoTokenizer
-    try:
-        hf_tok = AutoTokenizer.from_pretrained(path)
-    except Exception as e:  # noqa: BLE001 (transformers raises many kinds for a missing or odd tokenizer)
-        raise SystemExit(f"{path}: no tokenizer transformers can load ({type(e).__name__}); ours are {NAMES}")
-    probe = "Once upon a time, Lily said: “Naïve café!” 東京 🐉\n\n  It's 3.14, isn't it?"
-    for name in NAMES:
-        tok = get_tokenizer(name)
-        if hf_tok(probe, add_special_tokens=False)["input_ids"] == tok.encode(probe) and \
-                hf_tok.eos_token_id == tok.eot_id:
-            return name
-    raise SystemExit(f"{path}: its tokenizer is none of ours ({', '.join(NAMES)}: ids and EOT must be equal)")
-
-
-def _gpt_args(hf, layout: str, tok, path: str) -> dict:
-    """GPTConfig fields (all but bias) of a transformers config; SystemExit listing every setting model.py lacks."""
-    rope = getattr(hf, "rope_parameters", None) or {"rope_theta": getattr(hf, "rope_theta", None) or getattr(
-        hf, "rotary_emb_base", 10000.0), "partial_rotary_factor": getattr(hf, "rotary_pct", 1.0)}  # transformers 4
-    want = {"vocab_size": (hf.vocab_size, tok.vocab_size)}  # setting: (the folder's, what model.py computes)
-    if layout == "gpt2":
-        args = dict(block_size=hf.n_positions, n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd,
-                    mlp_hidden=hf.n_inner or 0, rope=False, norm="layernorm", mlp="gelu")
-        want.update(activation_function=(hf.activation_function, "gelu"), layer_norm_epsilon=(
-            hf.layer_norm_epsilon, 1e-5), scale_attn_by_inverse_layer_idx=(hf.scale_attn_by_inverse_layer_idx, False),
-            scale_attn_weights=(hf.scale_attn_weights, True))
-    else:
-        llama = layout == "llama"
-        args = dict(block_size=hf.max_position_embeddings, n_layer=hf.num_hidden_layers, n_embd=hf.hidden_size,
-                    n_head=hf.num_attention_heads, mlp_hidden=hf.intermediate_size, rope=True,
-                    rope_theta=float(rope["rope_theta"]), norm="rmsnorm" if llama else "layernorm",
-                    mlp={"silu": "swiglu", "gelu": "geglu"}.get(hf.hidden_act, "") if llama else "gelu")
-        hs = args["n_embd"] // args["n_head"]
-        want.update(rope_type=(rope.get("rope_type", "default"), "default"), hidden_act=(hf.hidden_act, (
-            hf.hidden_act if args["mlp"] else "silu or gelu") if llama else "gelu"),
-            partial_rotary_factor=(rope.get("partial_rotary_factor", 1.0), 1.0))
-        want.update(dict(num_key_value_heads=(hf.num_key_value_heads, args["n_head"]), head_dim=(
-            getattr(hf, "head_dim", None) or hs, hs), rms_norm_eps=(hf.rms_norm_eps, 1e-6)) if llama else dict(
-            use_parallel_residual=(hf.use_parallel_residual, False), layer_norm_eps=(hf.layer_norm_eps, 1e-5)))
-    bad = [f"{k}={have!r} (needs {need!r})" for k, (have, need) in want.items() if have != need]
-    if bad:
-        raise SystemExit(f"{path}: this {layout} config is not one model.py computes: {'; '.join(bad)}")
-    args.update(vocab_size=tok.vocab_size, pad_id=-1 if tok.pad_id is None else tok.pad_id,
-                tie_weights=hf.tie_word_embeddings)
-    with torch.device("meta"):  # mlp_hidden=0 where it is the default width: the config equals the original's
-        if MLP(GPTConfig(**{**args, "mlp_hidden": 0})).c_proj.in_features == args["mlp_hidden"]:
-            args["mlp_hidden"] = 0
-    return args
-
-
-def export_lora(adapter_path: str, to: str, base: str = ""):
-    """A lora.py adapter (lora.pt) -> peft's adapter_config.json + adapter_model.safetensors, so that
-    PeftModel.from_pretrained(<export_hf of its base>, to) computes base + adapter and merge_and_unload() our merge.
-    peft's lora_A (r, in) and lora_B (out, r) are ours; GPT-2's Conv1D takes them as they are (fan_in_fan_out), a
-    split module (LLaMA's q/k/v_proj, gate/up_proj) gets our one A and its rows of B. base: where the base moved."""
-    import peft
-    from safetensors.torch import save_file
-    from common import load_model, read_checkpoint
-    from lora import LoRALinear, load_lora
-    adapter = read_checkpoint(adapter_path, want="lora")  # SystemExit, saying what the file is, for anything else
-    model, ckpt = load_model(base or adapter["lora"]["base"])
-    layout, s = layout_of(model.config), adapter["lora"]
-    load_lora(model, adapter_path, ckpt["tokenizer"])
-    prefix, block, _ = HF[layout]
-    tensors, targets = {}, []
-    for name, m in model.named_modules():
-        if isinstance(m, LoRALinear):  # transformer.h.{i}.{module}: apply_lora never adapts lm_head
-            i, mod = name.split(".", 3)[2:]
-            names, kind = block[mod]
-            for n, b in zip(names, split(m.lora_B.detach(), "" if kind == "T" else kind, len(names),
-                                         model.config.n_head)):
-                targets.append(prefix.format(i) + n)  # full names: peft adapts exactly these modules
-                tensors.update({f"base_model.model.{targets[-1]}.lora_A.weight": m.lora_A.detach().clone(),
-                                f"base_model.model.{targets[-1]}.lora_B.weight": b})
-    config = peft.LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"], target_modules=targets,
-                             fan_in_fan_out=layout == "gpt2", bias="none", task_type="CAUSAL_LM")
-
-    def fill(d):
-        config.save_pretrained(d)
-        save_file(tensors, os.path.join(d, "adapter_model.safetensors"), metadata={"format": "pt"})
-    _write_dir(to, fill)
-
-
 @torch.no_grad()
-def check(model: GPT, tok, path: str, seed: int = 1337, prompt: str = "Once upon a time") -> dict:
+def compare(model: GPT, tok, path: str, seed: int = 1337, prompt: str = "Once upon a time") -> dict:
     """Compare the export at path with our model, fp32 on the CPU: max |dlogit| over 4 x block_size random ids;
     greedy decoding from EOT + prompt up to block_size (HF's generate, EOS stopping off); and a story from
     transformers.pipeline("text-generation") at sample.py's settings (seed, temperature 0.8, top-k 200)."""
@@ -420,9 +130,17 @@ def check(model: GPT, tok, path: str, seed: int = 1337, prompt: str = "Once upon
 
 
 if __name__ == "__main__":
-    from common import configure, load_model
-    args = configure({"out_dir": "out", "ckpt_name": "ckpt.pt", "to": "", "format": "hf", "check": False,
-                      "seed": 1337}, sys.argv[1:])
+    one_line_errors()
+    args = configure(dict(
+        # -------------------------------------------------------------------------------------------------------------
+        out_dir="out",        # the training run's folder
+        ckpt_name="ckpt.pt",  # or best.pt
+        to="",                # the folder to write (default: out_dir/hf, or out_dir/safetensors)
+        format="hf",          # "hf" (a transformers folder) | "nanostories" (our safetensors: any model)
+        check=False,          # compare the export with our model (logits, greedy tokens) and write a story
+        seed=1337,            # --check: the random ids' and the story's seed
+        # -------------------------------------------------------------------------------------------------------------
+    ), sys.argv[1:], __file__)
     if args["format"] not in ("hf", "nanostories"):
         raise SystemExit(f"config error: format must be hf (transformers) or nanostories, got {args['format']!r}")
     model, ckpt = load_model(os.path.join(args["out_dir"], args["ckpt_name"]))
@@ -433,6 +151,6 @@ if __name__ == "__main__":
         export_native(model, ckpt, to)
     print(f"wrote {to}: {', '.join(sorted(os.listdir(to)))}")
     if args["check"]:
-        r = check(model, get_tokenizer(ckpt["tokenizer"]), to, args["seed"])
+        r = compare(model, get_tokenizer(ckpt["tokenizer"]), to, args["seed"])
         print(f"max |dlogit| {r['max_dlogit']:.2e} (fp32, 4 x {model.config.block_size} random ids); greedy: "
               f"{r['greedy_same']} of {r['greedy_n']} tokens identical\npipeline story:\n{r['story']}")

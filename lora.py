@@ -21,14 +21,18 @@ import os
 import re
 import sys
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import asdict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import configure, load_model, read_checkpoint, save_checkpoint
+from checkpoint import load_model, read_checkpoint, save_checkpoint
+from configurator import configure
 from errors import one_line_errors
+from evaluate import sample_stories
+from hf import HF, layout_of, split, write_dir
 
 
 class LoRALinear(nn.Module):
@@ -172,17 +176,43 @@ def load_lora(model, path, tokenizer=None) -> dict:
     return ckpt
 
 
-@torch.no_grad()
-def theme_share(model, tok, pattern, n=50, seed=1337, max_new_tokens=200, temperature=0.8, top_k=200):
-    """(share, stories): n stories sampled from nothing (after EOT) at a fixed seed, and the share matching the
-    regex pattern (re.search). Same seed and settings for base and adapted model, so only the weights differ."""
-    torch.manual_seed(seed)  # the sampler's randomness: the same draws for both models
-    device = next(model.parameters()).device
-    x = torch.full((n, 1), tok.eot_id, dtype=torch.long, device=device)
-    banned = [i for i in tok.special_ids if i != tok.eot_id]
-    y = model.generate(x, max_new_tokens, temperature, top_k, stop_ids=(tok.eot_id,), banned_ids=banned)
-    stories = [tok.decode(r[1:(r + [tok.eot_id]).index(tok.eot_id, 1)]) for r in y.tolist()]  # up to its EOT
+def theme_share(model, tok, pattern, n=50, seed=1337, max_new_tokens=200):
+    """(share, stories): n stories sampled from nothing (after EOT) at seed, at sample.py's settings, and the share
+    that match the regex pattern (re.search). The same draws for base and adapted model: only the weights differ."""
+    torch.manual_seed(seed)
+    stories = [tok.decode(r) for r in sample_stories(model, tok, "", n, max_new_tokens, nullcontext())]
     return sum(bool(re.search(pattern, s)) for s in stories) / n, stories
+
+
+def export_lora(adapter_path: str, to: str, base: str = ""):
+    """A lora.py adapter (lora.pt) -> peft's adapter_config.json + adapter_model.safetensors, so that
+    PeftModel.from_pretrained(<export_hf of its base>, to) computes base + adapter and merge_and_unload() our merge.
+    peft's lora_A (r, in) and lora_B (out, r) are ours; GPT-2's Conv1D takes them as they are (fan_in_fan_out), a
+    split module (LLaMA's q/k/v_proj, gate/up_proj) gets our one A and its rows of B. base: where the base moved."""
+    import peft
+    from safetensors.torch import save_file
+    adapter = read_checkpoint(adapter_path, want="lora")  # SystemExit, saying what the file is, for anything else
+    model, ckpt = load_model(base or adapter["lora"]["base"])
+    layout, s = layout_of(model.config), adapter["lora"]
+    load_lora(model, adapter_path, ckpt["tokenizer"])
+    prefix, block, _ = HF[layout]
+    tensors, targets = {}, []
+    for name, m in model.named_modules():
+        if isinstance(m, LoRALinear):  # transformer.h.{i}.{module}: apply_lora never adapts lm_head
+            i, mod = name.split(".", 3)[2:]
+            names, kind = block[mod]
+            for n, b in zip(names, split(m.lora_B.detach(), "" if kind == "T" else kind, len(names),
+                                         model.config.n_head)):
+                targets.append(prefix.format(i) + n)  # full names: peft adapts exactly these modules
+                tensors.update({f"base_model.model.{targets[-1]}.lora_A.weight": m.lora_A.detach().clone(),
+                                f"base_model.model.{targets[-1]}.lora_B.weight": b})
+    config = peft.LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"], target_modules=targets,
+                             fan_in_fan_out=layout == "gpt2", bias="none", task_type="CAUSAL_LM")
+
+    def fill(d):
+        config.save_pretrained(d)
+        save_file(tensors, os.path.join(d, "adapter_model.safetensors"), metadata={"format": "pt"})
+    write_dir(to, fill)
 
 
 if __name__ == "__main__":
@@ -212,7 +242,6 @@ if __name__ == "__main__":
                         extra={"merged_from": {"adapter": args["merge"], "base": base}})
         print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB): {args['merge']} merged into its base")
     elif args["export"]:  # adapter -> peft's format, for the base exported by export.py (transformers folder)
-        from export import export_lora
         to = args["to"] or os.path.join(os.path.dirname(args["export"]), "peft")
         export_lora(args["export"], to, args["base"])
         print(f"wrote {to}: {', '.join(sorted(os.listdir(to)))}")

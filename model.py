@@ -21,7 +21,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from speedups import Linear, LinearCrossEntropy, Muon
+from speedups import LinearCrossEntropy, Muon
+
+
+# the MLP's activation and whether it is gated (a gate half times an up half of c_fc), per GPTConfig.mlp: a new entry
+# says both, so adding e.g. ReLU^2 does not make a gated, 8/3-wide MLP by accident
+MLPS = {"gelu": (F.gelu, False), "swiglu": (F.silu, True), "geglu": (F.gelu, True)}
 
 
 @dataclass
@@ -50,7 +55,7 @@ class GPTConfig:
 
     def __post_init__(self):
         assert self.norm in ("layernorm", "rmsnorm"), f"norm must be 'layernorm' or 'rmsnorm', got {self.norm!r}"
-        assert self.mlp in ("gelu", "swiglu", "geglu"), f"mlp must be gelu/swiglu/geglu, got {self.mlp!r}"
+        assert self.mlp in MLPS, f"mlp must be one of {'/'.join(MLPS)}, got {self.mlp!r}"
         assert self.arch in ("decoder", "encoder_decoder"), f"arch must be decoder/encoder_decoder, got {self.arch!r}"
         assert self.arch == "decoder" or self.n_enc_layer > 0, "encoder_decoder needs n_enc_layer > 0"
         assert self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
@@ -92,11 +97,11 @@ class Attention(nn.Module):
         self.n_head, self.causal, self.cross = config.n_head, causal, cross
         C = config.n_embd
         if cross:
-            self.c_q = Linear(C, C, bias=config.bias)
-            self.c_kv = Linear(C, 2 * C, bias=config.bias)
+            self.c_q = nn.Linear(C, C, bias=config.bias)
+            self.c_kv = nn.Linear(C, 2 * C, bias=config.bias)
         else:
-            self.c_attn = Linear(C, 3 * C, bias=config.bias)  # q, k, v fused in one matmul
-        self.c_proj = Linear(C, C, bias=config.bias)
+            self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)  # q, k, v fused in one matmul
+        self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rope=None, mem=None, mem_mask=None, cache=None, pos=0):
@@ -137,13 +142,12 @@ class MLP(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        gated = config.mlp != "gelu"
+        self.act, gated = MLPS[config.mlp]
         # LLaMA keeps the gated MLP's parameter count at 4x by using 2/3 of 4*C, rounded up to a multiple of 64
         hidden = config.mlp_hidden or (4 * config.n_embd if not gated else (8 * config.n_embd // 3 + 63) // 64 * 64)
-        self.act = {"gelu": F.gelu, "swiglu": F.silu, "geglu": F.gelu}[config.mlp]
         self.gated = gated
-        self.c_fc = Linear(config.n_embd, 2 * hidden if gated else hidden, bias=config.bias)
-        self.c_proj = Linear(hidden, config.n_embd, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if gated else hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -199,7 +203,7 @@ class GPT(nn.Module):
         if enc_dec:
             self.transformer.enc_h = nn.ModuleList([Block(config, causal=False) for _ in range(config.n_enc_layer)])
             self.transformer.enc_ln_f = make_norm(config)
-        self.lm_head = Linear(config.n_embd, config.padded_vocab, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight  # one tensor, two names
         if config.out_vocab:
@@ -250,11 +254,14 @@ class GPT(nn.Module):
         x, rope = self._embed(src)
         return self.transformer.enc_ln_f(self._run(self.transformer.enc_h, x, rope, None, mask)), mask
 
-    def forward(self, idx, targets=None, src=None, cache=None):
-        """idx (B, T) ids -> (logits (B, T, vocab_size), loss). loss: mean cross-entropy in nats per target over the
-        targets (B, T) that are not -1 (objectives mark positions to skip, e.g. padding, with -1); None without
-        targets. src (B, S): the encoder's input, required by arch=encoder_decoder and refused otherwise.
-        cache (from new_cache): decoding state for generate; a prompt at position 0, then one token per call."""
+    def forward(self, idx, targets=None, src=None, cache=None, return_logits=True):
+        """idx (B, T) ids -> (logits (B, T, vocab_size), loss), nanoGPT's contract. loss: mean cross-entropy in nats
+        per target over the targets (B, T) that are not -1 (objectives mark positions to skip, e.g. padding, with
+        -1); None without targets. return_logits=False (what train.py and evaluation ask for) returns (None, loss):
+        the output layer and the loss are then one fused op that never forms the logits (speedups.LinearCrossEntropy),
+        the same loss up to float rounding. src (B, S): the encoder's input, required by arch=encoder_decoder and
+        refused otherwise. cache (from new_cache): decoding state for generate; a prompt at position 0, then one
+        token per call."""
         assert (src is not None) == (self.config.arch == "encoder_decoder"), "pass src exactly when encoder_decoder"
         pos = cache["pos"] if cache else 0
         mem = mem_mask = None
@@ -269,34 +276,38 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(self._run(self.transformer.h, x, rope, mem, mem_mask, cache, pos))
         if cache:
             cache["pos"] = pos + idx.size(1)
-        if self.config.out_vocab:
-            return self._out_vocab_logits(x, targets)
-        if targets is not None:  # the loss in fp32: a log-softmax over 50k logits in bf16 loses ~2 decimal digits
-            loss = LinearCrossEntropy.apply(x.flatten(0, 1), self.lm_head.weight, targets.flatten(),
-                                            self.config.vocab_size)
-            return None, loss  # the fused op never keeps the logits
-        return self.lm_head(x)[..., :self.config.vocab_size], None  # (B, T, V): padded ids are never sampled
+        if targets is not None and not return_logits:
+            return None, self._fused_loss(x, targets)
+        if self.config.out_vocab:  # the full head it stands for (see _fused_loss): every unseen id's logit is other.x
+            K = self.config.out_vocab
+            z = F.linear(x, torch.cat([self.lm_head.weight[self.kept_ids], self.other[None]]))  # (B, T, K+1)
+            full = z[..., K:].expand(*z.shape[:-1], self.config.vocab_size)
+            logits = full.scatter(-1, self.kept_ids.expand(*z.shape[:-1], K), z[..., :K])  # kept ids: their own
+        else:
+            logits = self.lm_head(x)[..., :self.config.vocab_size]  # (B, T, V): padded ids are never sampled
+        # the loss in fp32: a log-softmax over 50k logits in bf16 loses ~2 decimal digits
+        loss = None if targets is None else F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                            ignore_index=-1)
+        return logits, loss
 
-    def _out_vocab_logits(self, x, targets):
-        """forward's output head when out_vocab > 0, x (B, T, C) -> (logits, loss). The full-vocab head it stands
-        for has row kept_ids[k] = lm_head.weight[kept_ids[k]] and every other id's row = `other`, so
-        Z = sum_k exp(w_k.x) + (V - K) exp(other.x). Without targets: plain logits (B, T, vocab_size), those of that
-        head. With targets: (None, mean -log p(target) in nats), from K+1 scores: the "other" column gets
+    def _fused_loss(self, x, targets):
+        """The mean loss in nats of targets (B, T) after x (B, T, C), with no (B*T, V) tensor formed. With out_vocab
+        the full-vocab head it stands for has row kept_ids[k] = lm_head.weight[kept_ids[k]] and every other id's row
+        = `other`, so Z = sum_k exp(w_k.x) + (V - K) exp(other.x): from K+1 scores, the "other" column gets
         log(V - K) inside the softmax (its V - K copies in Z), and an unseen target then costs
-        -log p(other row) + log(V - K) = logZ - other.x. No (N, V) tensor is formed."""
+        -log p(other row) + log(V - K) = logZ - other.x."""
+        if not self.config.out_vocab:
+            return LinearCrossEntropy.apply(x.flatten(0, 1), self.lm_head.weight, targets.flatten(),
+                                            self.config.vocab_size)
         K, n_other = self.config.out_vocab, self.config.vocab_size - self.config.out_vocab
         weight = torch.cat([self.lm_head.weight[self.kept_ids], self.other[None]])  # (K+1, C)
-        if targets is not None:
-            row = torch.full((self.config.vocab_size,), K, dtype=torch.long, device=x.device)
-            row[self.kept_ids] = torch.arange(K, device=x.device)  # id -> its row; unseen ids -> K ("other")
-            t = torch.where(targets >= 0, row[targets.clamp(min=0)], -1).flatten()
-            offset = torch.zeros(K + 1, device=x.device)
-            offset[K] = math.log(n_other) if n_other > 0 else -float("inf")  # no unseen id: "other" has no mass
-            loss = LinearCrossEntropy.apply(x.flatten(0, 1), weight, t, K + 1, offset)
-            return None, loss + math.log(max(n_other, 1)) * (t == K).sum() / (t >= 0).sum().clamp(min=1)
-        z = F.linear(x, weight)  # (B, T, K+1)
-        full = z[..., K:].expand(*z.shape[:-1], self.config.vocab_size)  # every id: other.x ...
-        return full.scatter(-1, self.kept_ids.expand(*z.shape[:-1], K), z[..., :K]), None  # ... kept ids: their own
+        row = torch.full((self.config.vocab_size,), K, dtype=torch.long, device=x.device)
+        row[self.kept_ids] = torch.arange(K, device=x.device)  # id -> its row; unseen ids -> K ("other")
+        t = torch.where(targets >= 0, row[targets.clamp(min=0)], -1).flatten()
+        offset = torch.zeros(K + 1, device=x.device)
+        offset[K] = math.log(n_other) if n_other > 0 else -float("inf")  # no unseen id: "other" has no mass
+        loss = LinearCrossEntropy.apply(x.flatten(0, 1), weight, t, K + 1, offset)
+        return loss + math.log(max(n_other, 1)) * (t == K).sum() / (t >= 0).sum().clamp(min=1)
 
     def new_cache(self):
         """An empty decoding state for forward(..., cache=): per layer the self-attention keys/values (allocated on

@@ -17,9 +17,13 @@ import time
 
 import torch
 
-from common import autocast, configure, keep_freed_memory, load_model, resolve_device, resolve_dtype, sample_stories
+from checkpoint import load_model
+from configurator import configure
+from device import autocast, resolve_device, resolve_dtype
 from errors import check, one_line_errors
-from tokenizer import get_tokenizer, known_word_rate, known_words
+from evaluate import known_word_rate, known_words, sample_stories
+from speedups import keep_freed_memory
+from tokenizer import get_tokenizer
 
 # ---------------------------------------------------------------------------------------------------------------------
 out_dir = "out"             # where train.py wrote ckpt.pt
@@ -101,6 +105,6 @@ else:
     texts = write(read_prompt(start))
 dt, n_tokens = time.time() - t0, sum(len(tok.encode(t)) for t in texts)
 print(f"{n_tokens} tokens in {dt:.2f} s: {n_tokens / dt:.1f} tokens/s ({device}, {dtype})")
-if word_rate:  # a cheap fluency proxy, not a quality score: see tokenizer.known_word_rate
+if word_rate:  # a cheap fluency proxy, not a quality score: see evaluate.py
     known = known_words(f"data/{dataset}/{tok.name}/train.bin", tok)
     print(f"known words: {100 * known_word_rate(texts, known):.1f}% of the generated words occur in the train split")

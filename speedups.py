@@ -3,13 +3,16 @@ CPU speed machinery for model.py, kept apart from the transformer's definition (
 file): neither changes what the model computes, only how fast.
 
   LinearCrossEntropy  the output layer and its cross-entropy loss in one autograd op (no logits kept)
-  Linear              nn.Linear with a fast path for decoding a few rows on a CPU
+  DecodeLinear        nn.Linear with a fast path for decoding a few rows on a CPU (decode_linears swaps it in)
   Muon                torch.optim.Muon with its Newton-Schulz iteration in fp32 where bf16 is emulated
+  keep_freed_memory   glibc malloc settings that stop a CPU step from page-faulting its large tensors anew
 
 Each is tested against the plain PyTorch ops it replaces (test_smoke.py); the measurements behind them are in
 RECORDS.md.
 """
+import ctypes
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -59,12 +62,12 @@ class LinearCrossEntropy(torch.autograd.Function):
         return (grad @ weight) * grad_out, (grad.t() @ x) * grad_out, None, None, None  # (N, C), (Vp, C)
 
 
-class Linear(nn.Linear):
+class DecodeLinear(nn.Linear):
     """nn.Linear with a CPU decoding fast path. Decoding feeds a few rows (B sequences x 1 token) through every
     weight matrix, so it is bound by reading the weights. For x (rows, in) in fp32 MKL computes x W^T with one row as
     a matrix-vector product on one core, but W x^T (two or more columns) as a matrix product on all cores, about 2x
-    the batch-1 tokens/s of generate (RECORDS.md). So without
-    autograd or autocast, at most 8 rows (the gain shrinks as rows grow) go through W x^T, one row padded to two."""
+    the batch-1 tokens/s of generate (RECORDS.md). So without autograd or autocast, at most 8 rows (the gain shrinks
+    as rows grow) go through W x^T, one row padded to two; anything else is nn.Linear's forward."""
 
     def forward(self, x):
         rows = x.numel() // x.size(-1)
@@ -76,6 +79,21 @@ class Linear(nn.Linear):
         y = torch.mm(self.weight, x2.t())[:, :rows].t()              # (out, rows) -> (rows, out)
         y = y if self.bias is None else y + self.bias
         return y.reshape(*x.shape[:-1], -1).contiguous()             # (..., out)
+
+
+@contextmanager
+def decode_linears(model):
+    """Within the block, every plain nn.Linear of this model instance is a DecodeLinear (sampling on a CPU: see
+    DecodeLinear); afterwards each is an nn.Linear again. Only the class of each module changes (a subclass that adds
+    no state), so parameters, ties and hooks stay as they are; LoRALinear and other modules are left alone."""
+    linears = [m for m in model.modules() if type(m) is nn.Linear]
+    for m in linears:
+        m.__class__ = DecodeLinear
+    try:
+        yield model
+    finally:
+        for m in linears:
+            m.__class__ = nn.Linear
 
 
 def cpu_has_bf16() -> bool:
@@ -131,3 +149,19 @@ class Muon(torch.optim.Muon):
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(update, alpha=-lr * scale)
         return loss
+
+
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning every large block to the OS.
+    PyTorch's CPU allocator calls malloc directly; by default each block over 32 MB (a step's logits, its
+    activations) is a fresh mmap whose pages the kernel zero-fills on first touch, again on every step, which costs
+    most on VMs, where page faults are dear (RECORDS.md has the measured step times). No effect (and no error) off
+    glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # from glibc's malloc.h
+    libc.mallopt(M_MMAP_THRESHOLD, 2**31 - 1)  # serve large blocks from the heap, not one mmap each...
+    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # ...and keep the heap's free top instead of trimming it
+    libc.mallopt(M_TOP_PAD, 2**28)             # grow the heap in 256 MB steps

@@ -1,6 +1,7 @@
 """
-Tests of export.py (issue 13): nanostories models in transformers, safetensors and peft, and back, with equal logits.
-transformers, peft, safetensors and tokenizers are export-only dependencies: the module is skipped without them.
+Export: nanostories models in transformers, safetensors and peft, and back, with equal logits (export.py, hf.py,
+lora.export_lora). transformers, peft, safetensors and tokenizers are export-only dependencies: the module is skipped
+without them.
 
     python -m pytest -q test_export.py
 """
@@ -19,8 +20,15 @@ import torch
 pytest.importorskip("transformers", exc_type=ModuleNotFoundError)
 pytest.importorskip("peft", exc_type=ModuleNotFoundError)
 
+import peft  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
 import export  # noqa: E402
-from common import load_model, save_checkpoint  # noqa: E402
+import hf as hf_py  # noqa: E402
+from checkpoint import load_model, save_checkpoint  # noqa: E402
+from lora import apply_lora, export_lora, merge_lora, save_lora  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from tokenizer import get_tokenizer  # noqa: E402
 
@@ -66,7 +74,6 @@ def random_model(tokenizer="byte", seed=0, **kw):
 
 
 def hf_model(path):
-    from transformers import AutoModelForCausalLM
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
@@ -98,7 +105,7 @@ def test_export_equals_transformers_and_imports_back(tmp_path, layout, tie, bias
     ids = torch.tensor([[256, 79, 110, 99]])  # EOT "Onc"
     ref = m.generate(ids, 30, temperature=0)
     assert torch.equal(greedy_hf(hf, ids, 30), ref)  # 30 greedy tokens, HF's generate and its KV cache
-    back, ck = load_model(str(tmp_path / "hf"))  # import back through common.load_model's folder hook
+    back, ck = load_model(str(tmp_path / "hf"))  # import back through checkpoint.load_model
     with torch.no_grad():
         assert (back(x)[0] - ours).abs().max() <= TOL
     assert ck["tokenizer"] == "byte" and ck["iter_num"] == 7 and ck["best_val_loss"] == 2.5
@@ -112,7 +119,7 @@ def test_out_vocab_head_is_an_ordinary_full_vocab_head():
     m, _ = random_model(out_vocab=50)
     m.train()
     m.transformer.drop.p = 0.0
-    head = export.hf_state_dict(m)["lm_head.weight"]  # (358, C)
+    head = hf_py.hf_state_dict(m)["lm_head.weight"]  # (358, C)
     unseen = torch.ones(358, dtype=torch.bool)
     unseen[m.kept_ids] = False
     assert torch.equal(head[unseen], m.other.detach().expand(int(unseen.sum()), -1))
@@ -122,7 +129,7 @@ def test_out_vocab_head_is_an_ordinary_full_vocab_head():
     h = m.transformer.ln_f(m._run(m.transformer.h, *m._embed(x)))
     with torch.no_grad():
         assert (m(x)[0] - h @ head.t()).abs().max() <= TOL
-    _, loss = m(x, y)
+    _, loss = m(x, y, return_logits=False)  # the fused K+1-row loss
     loss.backward()
     grads = [p.grad.clone() for p in (m.other, m.transformer.h[0].attn.c_attn.weight)]
     m.zero_grad()
@@ -136,8 +143,7 @@ def test_out_vocab_head_is_an_ordinary_full_vocab_head():
 
 @pytest.mark.parametrize("name", ["gpt2", "byte"])
 def test_tokenizer_ids_equal_ours(tmp_path, name):
-    from transformers import AutoTokenizer
-    export.hf_tokenizer(name, 256).save_pretrained(tmp_path)
+    hf_py.hf_tokenizer(name, 256).save_pretrained(tmp_path)
     hf, tok = AutoTokenizer.from_pretrained(tmp_path), get_tokenizer(name)
     texts = list(TEXTS)
     if VAL.exists():  # the genuine shared val stories
@@ -153,8 +159,6 @@ def test_tokenizer_ids_equal_ours(tmp_path, name):
 
 @pytest.mark.parametrize("layout", ["gpt2", "llama", "neox"])
 def test_lora_adapter_in_peft_equals_ours(tmp_path, layout):
-    import peft
-    from lora import apply_lora, merge_lora, save_lora
     m, ckpt = random_model(tie_weights=False, **LAYOUT[layout])
     save_checkpoint(str(tmp_path / "base.pt"), m, "byte", ckpt["config"], iter_num=7)
     export.export_hf(m, ckpt, str(tmp_path / "hf"))
@@ -164,7 +168,7 @@ def test_lora_adapter_in_peft_equals_ours(tmp_path, layout):
             if "lora_B" in n:
                 p.normal_(0.0, 0.1)  # B = 0 at init would make any mapping of B pass
     save_lora(str(tmp_path / "lora.pt"), m, "byte", {}, base=str(tmp_path / "base.pt"))
-    export.export_lora(str(tmp_path / "lora.pt"), str(tmp_path / "peft"))
+    export_lora(str(tmp_path / "lora.pt"), str(tmp_path / "peft"))
     assert (tmp_path / "peft" / "adapter_model.safetensors").exists()
     x = torch.randint(0, 358, (2, 64), generator=torch.Generator().manual_seed(2))
     pm = peft.PeftModel.from_pretrained(hf_model(tmp_path / "hf"), str(tmp_path / "peft")).eval()
@@ -178,7 +182,6 @@ def test_lora_adapter_in_peft_equals_ours(tmp_path, layout):
 
 
 def test_native_safetensors_round_trip_encoder_decoder(tmp_path):
-    from safetensors.torch import load_file
     m, ckpt = random_model(arch="encoder_decoder", n_enc_layer=2, rope=True, norm="rmsnorm", mlp="swiglu")
     with pytest.raises(SystemExit, match="no transformers class.*supported are.*--format=nanostories"):
         export.export_hf(m, ckpt, str(tmp_path / "hf"))
@@ -194,11 +197,10 @@ def test_native_safetensors_round_trip_encoder_decoder(tmp_path):
 
 def write_foreign(path, cls_config, tokenizer="gpt2", **kw):
     """A transformers model made by transformers (random init) + a tokenizer: a folder nanostories did not write."""
-    import transformers
     torch.manual_seed(0)
     hf = transformers.AutoModelForCausalLM.from_config(getattr(transformers, cls_config)(**kw)).eval()
     hf.save_pretrained(path)
-    export.hf_tokenizer(tokenizer, 64).save_pretrained(path)
+    hf_py.hf_tokenizer(tokenizer, 64).save_pretrained(path)
     return hf
 
 
@@ -210,7 +212,7 @@ def test_import_foreign_folders_and_refusals(tmp_path):
         for n, p in hf.named_parameters():
             p.add_(torch.randn_like(p) * 0.1)  # HF's init leaves biases and gains trivial
     hf.save_pretrained(tmp_path / "llama")
-    ck = export.read_dir(str(tmp_path / "llama"))  # what train.py's init_from=DIR needs
+    ck = hf_py.read_dir(str(tmp_path / "llama"))  # what train.py's init_from=DIR needs
     assert {"model", "model_args", "tokenizer", "config", "iter_num", "best_val_loss"} <= ck.keys()
     ours, _ = load_model(str(tmp_path / "llama"))
     assert ours.config.bias and ours.config.mlp == "swiglu" and ck["tokenizer"] == "byte"
@@ -228,7 +230,7 @@ def test_import_foreign_folders_and_refusals(tmp_path):
         with pytest.raises(SystemExit, match=match):
             load_model(str(tmp_path / f"bad{i}"))
     with pytest.raises(SystemExit, match="supported are decoders with learned wpe"):
-        export.layout_of(GPTConfig(norm="rmsnorm"))  # learned positions + RMSNorm: no transformers class
+        hf_py.layout_of(GPTConfig(norm="rmsnorm"))  # learned positions + RMSNorm: no transformers class
 
 
 def run_script(monkeypatch, script, *args):
@@ -248,7 +250,6 @@ def test_cli_export_check_and_lora_export(tmp_path, monkeypatch, capsys):
     assert "pipeline story:\nOnce upon a time" in out
     card = (tmp_path / "hf" / "README.md").read_text()
     assert "CDLA-Sharing-1.0" in card and "val loss 2.5000" in card and "(llama)" in card
-    from lora import apply_lora, save_lora
     apply_lora(m, r=2, alpha=4.0, dropout=0.0)
     save_lora(str(tmp_path / "lora.pt"), m, "gpt2", {}, base=str(tmp_path / "ckpt.pt"))
     run_script(monkeypatch, "lora.py", f"--export={tmp_path / 'lora.pt'}", f"--to={tmp_path / 'peft'}")

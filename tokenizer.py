@@ -15,7 +15,6 @@ tiktoken reads the GPT-2 BPE files from $TIKTOKEN_CACHE_DIR when offline (e.g. .
 """
 import difflib
 import functools
-import re
 
 import numpy as np
 
@@ -140,25 +139,3 @@ def get_tokenizer(name: str) -> Tokenizer:
     close = difflib.get_close_matches(str(name), NAMES, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"unknown tokenizer {name!r}{hint}; valid: {', '.join(NAMES)}")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# "writes English", measured: a cheap fluency proxy, not a quality score (nonsense made of real words passes)
-WORD = re.compile(r"[a-z]+")
-
-
-def known_words(path: str, tok: Tokenizer, max_tokens: int = 20_000_000) -> set[str]:
-    """The lowercased words ([a-z]+) of the stories in the token file at path (each story followed by EOT), read up
-    to max_tokens ids (~90k stories: the full train split would take minutes to decode, for few new words)."""
-    ids = np.memmap(path, dtype=np.uint16, mode="r")[:max_tokens]
-    ends = np.flatnonzero(ids == tok.eot_id)
-    words = set()
-    for a, b in zip(np.concatenate([[-1], ends[:-1]]) + 1, ends):  # one story at a time: no words across stories
-        words.update(WORD.findall(tok.decode(ids[a:b].tolist()).lower()))
-    return words
-
-
-def known_word_rate(texts: list[str], known: set[str]) -> float:
-    """Share (0..1) of the words ([a-z]+, lowercased) of texts that are in known; 0.0 when texts hold no words."""
-    words = [w for t in texts for w in WORD.findall(t.lower())]
-    return sum(w in known for w in words) / max(len(words), 1)
