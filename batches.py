@@ -9,8 +9,23 @@ Batches for train.py, from the flat uint16 token files that prepare.py writes (e
 Randomness comes from a seed per optimizer step, so a run is reproducible, a resumed run draws the batches the
 uninterrupted one would, and DDP ranks take disjoint slices of the same global batch.
 """
+import os
+
 import numpy as np
 import torch
+
+
+def check_prepared(data_dir, name, tokenizer):
+    """SystemExit naming the prepare.py command that builds data_dir unless it holds a complete build: meta.json
+    (written last, so it marks one), and train.bin and val.bin of whole uint16 ids."""
+    rebuild = (f"run `python prepare.py --name={name} --tokenizer={tokenizer}` (add --source=DIR for local release "
+               f"files, e.g. --source=data/tinystories_excerpt; --force rebuilds)")
+    for f in ("meta.json", "train.bin", "val.bin"):
+        path = os.path.join(data_dir, f)
+        if not os.path.isfile(path):
+            raise SystemExit(f"config error: no prepared data in {data_dir} ({f} is missing): {rebuild}")
+        if f.endswith(".bin") and os.path.getsize(path) % 2:
+            raise SystemExit(f"config error: {path} is not whole uint16 ids (odd size: cut short?): {rebuild}")
 
 
 def open_tokens(path):
@@ -98,21 +113,6 @@ def span_corruption(raw, sentinel_ids, eos_id, noise_density, mean_span, rng):
         tgt += [[sentinel_ids[k]], raw[i + n_keep:i + n_keep + n_span]]
         i += n_keep + n_span
     return np.concatenate(src + [[eos_id]]).astype(np.int64), np.concatenate(tgt + [[eos_id]]).astype(np.int64)
-
-
-def splice(src, tgt, sentinel_ids):
-    """Inverse of span_corruption: put each span of tgt back in place of its sentinel in src -> the raw ids."""
-    sentinels = set(sentinel_ids)
-    spans, cur = {}, None
-    for t in tgt[:-1]:  # the last id is EOS
-        if int(t) in sentinels:
-            cur = spans.setdefault(int(t), [])
-        else:
-            cur.append(int(t))
-    out = []
-    for s in src[:-1]:
-        out += spans[int(s)] if int(s) in sentinels else [int(s)]
-    return np.array(out, dtype=np.int64)
 
 
 def seq2seq_batch(path, starts, tok, objective, src_len, tgt_len, noise_density, mean_span, seed, device,

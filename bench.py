@@ -180,7 +180,8 @@ def bench_train(args):
         def step(i):
             x, y = batches[i % len(batches)]
             with autocast("cpu", dtype):
-                loss = fwd(input_ids=x, labels=x).loss if name == "HF" else fwd(x, y, return_logits=False)[1]  # HF shifts
+                # HF shifts the labels itself; ours takes the targets, and fuses the output layer with the loss
+                loss = fwd(input_ids=x, labels=x).loss if name == "HF" else fwd(x, y, return_logits=False)[1]
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -1,22 +1,16 @@
 """
-train.py's time budget as one object. TimeBudget fits a whole run (training, evaluations, checkpoints, the final
-evaluation and the known-word check) into `seconds` of wall clock, counted from the launch. It fixes a step count, not
-a clock schedule: after plan_iters steps it measures the pace of a step (and, through train.py's measure(), what an
-evaluation, a checkpoint write, the end of the run and the later phases cost), sets max_iters to the steps that fit,
-and prints the command that repeats the run exactly without a budget. The learning-rate schedule is then an ordinary
-function of the step (the cosine ends at max_iters), so a resumed run continues the planned schedule; a schedule in
-elapsed seconds would make every run unrepeatable.
-
-A step costs more in later phases of a run (late dropout's random masks, the batch ramp's larger batches): each phase
-is a first step and the seconds a step costs on top of the plan's pace from there on. The plan is then checked every
-CHECK_EVERY steps on one pace, the mean step of the last PACE_WINDOW steps of the current phase (from PACE_MIN steps
-into it), for both directions, with a band between them so that a wandering machine does not flip the plan back and
-forth:
-- behind: the plan would end past END_LATE of the budget. It is cut to what fits in END_FIT, at any step;
-- ahead: END_FIT holds AHEAD more steps than the plan. It is extended, but only in the first half of a run, while
-  its learning-rate schedule is young.
+train.py's time budget as one object, TimeBudget: it fits a whole run (training, evaluations, checkpoints, the final
+evaluation and the known-word check) into `seconds` of wall clock from the launch. It fixes a step count, not a clock
+schedule (which would make every run unrepeatable): after plan_iters steps it measures the pace of a step and what the
+rest costs, sets max_iters to the steps that fit, and prints the command that repeats the run without a budget. A
+later phase (late dropout, the batch ramp) adds measured seconds to a step from its first step on. Every CHECK_EVERY
+steps the plan is checked on one pace, the mean of the last PACE_WINDOW steps of the current phase (from PACE_MIN
+steps into it), with a band between the two directions so that a wandering machine does not flip it back and forth:
+- behind: it would end past END_LATE of the budget: cut to what fits in END_FIT, at any step;
+- ahead: END_FIT holds AHEAD more steps: extended, only in the first half of the run (its schedule is young).
 The log says "re-planned" either way: such a run's schedule changed midway, and it no longer repeats exactly.
 """
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -83,6 +77,15 @@ def pace(step_times, since):
     changes what a step costs). A mean, not a median: slow steps use the budget too."""
     recent = step_times[max(since, len(step_times) - PACE_WINDOW):]
     return float(np.mean(recent or step_times[-1:]))
+
+
+def phase_costs(it, firsts, setting, pass_seconds):
+    """[(first step, seconds a step costs more from there)] for each phase ahead of step it: the steps of firsts
+    (math.inf for none) whose setting(step) (train.py: dropout rate and batch) differs from step it's, each timed as
+    the least of 4 pass_seconds(it, setting) (a new shape warms up for 2-3) against the same of step it's setting."""
+    firsts = sorted({f for f in firsts if it < f < math.inf and setting(f) != setting(it)})
+    passes = {s: min(pass_seconds(it, s) for _ in range(4)) for s in [setting(it), *map(setting, firsts)]}
+    return [(f, max(0.0, passes[setting(f)] - passes[setting(it)])) for f in firsts]
 
 
 class TimeBudget:

@@ -34,7 +34,8 @@ def save_checkpoint(path, model, tokenizer: str, config: dict, optimizer=None, i
     with plain-data metadata, to path + '.tmp' then renamed: a crash never leaves a half-written checkpoint.
     state: the tensors to store instead of the whole state dict (LoRA adapters); extra: more plain-data entries."""
     assert not hasattr(model, "_orig_mod") and not hasattr(model, "module"), "save the raw model, not the wrapper"
-    ckpt = {"model": model.state_dict() if state is None else state, "model_args": asdict(model.config), "tokenizer": tokenizer,
+    ckpt = {"model": model.state_dict() if state is None else state, "model_args": asdict(model.config),
+            "tokenizer": tokenizer,
             "config": config, "optimizer": None if optimizer is None else [o.state_dict() for o in optimizer]
             if isinstance(optimizer, list) else optimizer.state_dict(),
             "iter_num": iter_num, "best_val_loss": best_val_loss, "git_commit": git_commit(), **(extra or {})}

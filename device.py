@@ -1,6 +1,6 @@
 """
 Device and precision, the same for train.py, sample.py and bench.py: the device a run uses, the dtype it computes in,
-autocast, and the peak FLOP/s that MFU is measured against.
+autocast, the peak FLOP/s that MFU is measured against, and agreeing on a number across DDP ranks.
 """
 import time
 from contextlib import nullcontext
@@ -77,3 +77,13 @@ def measure_peak_flops(device: str, dtype: str) -> float:
         sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best
+
+
+def agree(x, largest=False):
+    """x as every DDP rank sees it: the smallest (or the largest) over ranks; x itself without DDP. A collective:
+    every rank must call it at the same point."""
+    if not torch.distributed.is_initialized():
+        return x
+    t = torch.tensor([x], dtype=torch.float64, device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX if largest else torch.distributed.ReduceOp.MIN)
+    return t.item()

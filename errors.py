@@ -5,6 +5,7 @@ where the bad value is read (check() for config values). Kept free of torch so t
 """
 import errno
 import os
+import signal
 import sys
 import traceback
 
@@ -37,3 +38,20 @@ def check(ok: bool, message: str):
     """Raise SystemExit(message) unless ok: a config value that has the right type but not a usable value."""
     if not ok:
         raise SystemExit(f"config error: {message}")
+
+
+def stop_on_signal(announce):
+    """The first SIGINT (Ctrl-C) or SIGTERM asks the program to stop at its next safe point: the returned list becomes
+    non-empty and announce(the signal's name) is called. A second one aborts at once (KeyboardInterrupt: a file being
+    written is removed by its writer, and one_line_errors says so)."""
+    stop = []
+
+    def on_signal(signum, frame):
+        if stop:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        stop.append(signum)
+        announce(signal.Signals(signum).name)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop

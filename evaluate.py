@@ -62,18 +62,22 @@ def evaluate(model, path, tok, batch_size, ctx, device, max_tokens=0, seq2seq=No
 
 
 @torch.no_grad()
-def sample_stories(model, tok, prompt: str, n: int, max_new_tokens: int, ctx, temperature=0.8, top_k=200, top_p=1.0):
-    """n stories continuing prompt, as lists of new ids (without the prompt, up to and without their EOT). A story
-    starts after EOT, as in training; the prompt keeps its last block_size ids; PAD and sentinels are never written.
+def sample_stories(model, tok, prompt: str, n: int, max_new_tokens: int, ctx, temperature=0.8, top_k=200, top_p=1.0,
+                   seed=None) -> list[str]:
+    """n stories continuing prompt, as text (without the prompt, up to their EOT). A story starts after EOT, as in
+    training; the prompt keeps its last block_size ids; PAD and sentinels are never written. seed: drawn at that seed
+    (the same draws for every model) with the caller's RNG left as it was. The model samples in eval mode.
     An encoder-decoder continues a chunk at a time, as it was trained: the encoder reads up to block_size ids of the
     text so far, the decoder starts from PAD (T5's start id), re-reads the last dec_prefix ids and writes up to
     tgt_len - 1 - dec_prefix more; then the text moves into the source (past tgt_len its decoder never trained)."""
-    device, limit = next(model.parameters()).device, model.config.block_size
+    device, limit, was_training = next(model.parameters()).device, model.config.block_size, model.training
     ids = ([tok.eot_id] + tok.encode(prompt.strip()))[-limit:]
     x = torch.tensor([ids] * n, dtype=torch.long, device=device)
     banned = [i for i in tok.special_ids if i != tok.eot_id]
     kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p, stop_ids=(tok.eot_id,), banned_ids=banned)
-    with ctx, decode_linears(model):  # the CPU decoding path, for this block only
+    with torch.random.fork_rng(enabled=seed is not None), ctx, decode_linears(model.eval()):  # the CPU decoding path
+        if seed is not None:
+            torch.manual_seed(seed)
         if model.config.arch == "decoder":
             y = model.generate(x, max_new_tokens, **kw)
         else:
@@ -84,8 +88,9 @@ def sample_stories(model, tok, prompt: str, n: int, max_new_tokens: int, ctx, te
                 k = min(max(1, c.tgt_len - dec.size(1)), max_new_tokens - (y.size(1) - x.size(1)))
                 out = model.generate(dec, k, src=y[:, -limit:], **kw)
                 y = torch.cat([y, out[:, dec.size(1):]], dim=1)
+    model.train(was_training)
     rows = [r[x.size(1):] for r in y.tolist()]
-    return [r[:r.index(tok.eot_id)] if tok.eot_id in r else r for r in rows]
+    return [tok.decode(r[:r.index(tok.eot_id)] if tok.eot_id in r else r) for r in rows]
 
 
 def known_words(path: str, tok, max_tokens: int = 20_000_000) -> set[str]:

@@ -72,7 +72,8 @@ def model_card(model: GPT, ckpt: dict, out_dir: str) -> str:
     """README.md of an export: architecture, parameters, data and its license, the training command (the config file
     with this out_dir), val loss and bits per byte (out_dir/eval.json, else the checkpoint's best val loss)."""
     c, cfg, path = model.config, ckpt.get("config") or {}, os.path.join(out_dir, "eval.json")
-    ev = json.load(open(path)) if os.path.exists(path) else {"loss": ckpt.get("best_val_loss"), "iter": ckpt["iter_num"]}
+    ev = json.load(open(path)) if os.path.exists(path) else {"loss": ckpt.get("best_val_loss"),
+                                                              "iter": ckpt["iter_num"]}
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
     cmd = next((f"python train.py config/{f}" for f in sorted(os.listdir(root))
                 if f'out_dir = "{cfg.get("out_dir")}"' in open(os.path.join(root, f)).read()),

@@ -1,16 +1,14 @@
 """
-nanostories models and transformers' classes, both ways: which transformers class computes each of our decoders, how
-our tensors map onto its names, its config and tokenizer (export.py writes them), and read_dir, which reads such a
-folder (or our own safetensors folder) back as a checkpoint dict. Equal logits both ways (test_export.py):
-
-  learned wpe + LayerNorm + GELU  -> GPT2LMHeadModel with activation "gelu" (its default gelu_new is the tanh
-                                     approximation); Conv1D stores weights transposed; bias=False as zero biases
+Our models and transformers' classes, both ways, with equal logits: which class computes each decoder, how our tensors
+map onto its names, its config and tokenizer (export.py writes them); read_dir reads such a folder back.
+  learned wpe + LayerNorm + GELU  -> GPT2LMHeadModel, activation "gelu" (its default gelu_new is the tanh form);
+                                     Conv1D stores weights transposed; bias=False as zero biases
   RoPE + RMSNorm + SwiGLU / GEGLU -> LlamaForCausalLM (silu / gelu): c_attn splits into q/k/v rows, no per-head
                                      permutation (our half-split RoPE is HF's rotate_half); c_fc into gate / up
   RoPE + LayerNorm + GELU         -> GPTNeoXForCausalLM(use_parallel_residual=False), query_key_value per head
 The encoder-decoder has none (T5's positions are relative buckets). The vocab is the tokenizer's (50,257, not the
-padded 50,304: HF's softmax would cover the pad rows); an out_vocab head exports as the full untied lm_head it stands
-for (model.py). transformers is imported inside the functions that need it: training never does.
+padded 50,304); an out_vocab head exports as the full untied lm_head it stands for. transformers is imported inside
+the functions that need it: training never does.
 """
 import json
 import os

@@ -138,10 +138,6 @@ def merge_lora(model, sign=1):
     return model
 
 
-def unmerge_lora(model):
-    return merge_lora(model, sign=-1)
-
-
 def load_lora(model, path, tokenizer=None) -> dict:
     """Apply the adapter at path (a lora.pt from train.py) to model, the base it was trained from; returns its
     checkpoint dict. SystemExit, naming both sides and the fix, when the adapter was trained on another base
@@ -179,8 +175,7 @@ def load_lora(model, path, tokenizer=None) -> dict:
 def theme_share(model, tok, pattern, n=50, seed=1337, max_new_tokens=200):
     """(share, stories): n stories sampled from nothing (after EOT) at seed, at sample.py's settings, and the share
     that match the regex pattern (re.search). The same draws for base and adapted model: only the weights differ."""
-    torch.manual_seed(seed)
-    stories = [tok.decode(r) for r in sample_stories(model, tok, "", n, max_new_tokens, nullcontext())]
+    stories = sample_stories(model, tok, "", n, max_new_tokens, nullcontext(), seed=seed)
     return sum(bool(re.search(pattern, s)) for s in stories) / n, stories
 
 

@@ -390,7 +390,8 @@ class GPT(nn.Module):
         decay; AdamW for the embeddings, the output rows and the gains, as Muon is meant for hidden layers only.
         Returns one optimizer, or a list of two (Muon, AdamW) whose param_groups the schedule sets alike."""
         params = {n: p for n, p in self.named_parameters() if p.requires_grad}
-        hidden = {n for n, p in params.items() if optimizer == "muon" and p.dim() == 2 and (".h." in n or ".enc_h." in n)}
+        hidden = {n for n, p in params.items()
+                  if optimizer == "muon" and p.dim() == 2 and (".h." in n or ".enc_h." in n)}
         groups = [{"params": [p for n, p in params.items() if p.dim() >= 2 and n not in hidden],
                    "weight_decay": weight_decay},
                   {"params": [p for p in params.values() if p.dim() < 2], "weight_decay": 0.0}]

@@ -86,8 +86,7 @@ def write(prompt):
     if len(tok.encode(prompt.strip())) + 1 > model.config.block_size:
         print(f"warning: the prompt is longer than block_size; keeping its last {model.config.block_size} tokens",
               file=sys.stderr)
-    texts = [tok.decode(r) for r in sample_stories(model, tok, prompt, num_samples, max_new_tokens, ctx,
-                                                   temperature, top_k, top_p)]
+    texts = sample_stories(model, tok, prompt, num_samples, max_new_tokens, ctx, temperature, top_k, top_p)
     for text in texts:
         print((prompt.strip() + text).strip())
         print("---------------")

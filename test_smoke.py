@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 
 import prepare as prep
-from batches import eval_continuation, seq2seq_batch, span_corruption, splice
+from batches import eval_continuation, seq2seq_batch, span_corruption
 from budget import AHEAD, END_FIT, END_LATE, Budget, pace
 from checkpoint import load_model, read_checkpoint, save_checkpoint
 from configurator import configure
 from device import autocast
 from evaluate import evaluate, known_word_rate, known_words
 from lora import (LoRALinear, apply_lora, load_lora, lora_state_dict, mark_only_lora_trainable, merge_lora, save_lora,
-                  theme_share, unmerge_lora)
+                  theme_share)
 from model import GPT, GPTConfig
 from speedups import DecodeLinear, Muon, decode_linears
 from tokenizer import get_tokenizer
@@ -422,6 +422,21 @@ def test_prepare_workers_die_with_a_killed_parent(tmp_path):
     assert not alive, f"workers {alive} outlived their parent"
 
 
+def splice(src, tgt, sentinel_ids):
+    """Inverse of span_corruption: put each span of tgt back in place of its sentinel in src -> the raw ids."""
+    sentinels = set(sentinel_ids)
+    spans, cur = {}, None
+    for t in tgt[:-1]:  # the last id is EOS
+        if int(t) in sentinels:
+            cur = spans.setdefault(int(t), [])
+        else:
+            cur.append(int(t))
+    out = []
+    for s in src[:-1]:
+        out += spans[int(s)] if int(s) in sentinels else [int(s)]
+    return np.array(out, dtype=np.int64)
+
+
 def test_span_corruption_statistics():
     rng = np.random.default_rng(0)
     sentinels = range(258, 358)
@@ -525,7 +540,8 @@ def test_linear_decoding_path_matches_nn_linear(bias):
 
 def test_logits_contract_and_mlp_table():
     """nanoGPT's contract: logits, loss = model(idx, targets) gives the logits; return_logits=False (training) gives
-    the same loss from the fused output layer + loss, and no logits. A new MLP activation is gated only if it says so."""
+    the same loss from the fused output layer + loss, and no logits. A new MLP activation is gated only if it says
+    so."""
     for kw in ({}, {"out_vocab": 20}):
         m = tiny(**kw)
         if kw:
@@ -825,8 +841,8 @@ def test_resume_matches_uninterrupted_bit_for_bit_with_dropout(workdir):
                    f"--batch_ramp={4.5 * 128 / n_train}"]  # and batch 8 from step 5, after the resume point
     full = run([*common_args, "--out_dir=full", "--max_iters=8"], workdir)
     on = math.ceil(0.03 * n_train / 128)
-    assert f"iter {on}: dropout 0.2 from here" in full.stdout and 0 < on < 4, (on, full.stdout[-1500:])
-    assert "iter 5: batch 8 from here" in full.stdout and "batch 8 from step 5" in full.stdout
+    assert f"iter {on}: dropout 0.2, batch 4 from here" in full.stdout and 0 < on < 4, (on, full.stdout[-1500:])
+    assert "iter 5: dropout 0.2, batch 8 from here" in full.stdout and "batch 8 from step 5" in full.stdout
     nodrop = run([*common_args, "--out_dir=nodrop", "--max_iters=8", "--dropout=0.0"], workdir)
     assert losses(nodrop)[:on] == losses(full)[:on] and losses(nodrop)[on:] != losses(full)[on:]
     noramp = run([*common_args, "--out_dir=noramp", "--max_iters=8", "--batch_ramp=0"], workdir)
@@ -1057,7 +1073,7 @@ def test_sigint_saves_then_resume_continues(workdir):
 @pytest.mark.slow
 def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
     t = time.time()
-    warm = "--warmup_iters=50"  # = plan_iters: the steps before the plan do not depend on lr_decay_iters
+    warm = "--warmup_iters=50"  # the plan comes after these: the steps before it do not depend on lr_decay_iters
     out = run([str(REPO / "train.py"), *TINY, warm, "--out_dir=budget", "--time_budget=16", "--log_interval=25",
                "--eval_interval=200", "--word_rate_samples=4"], workdir)
     wall = time.time() - t
@@ -1115,7 +1131,8 @@ def cpu_signature():
     """What decides the float results of a run: the CPU model, the kernels torch dispatches to, threads, torch."""
     model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                  platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    return f"{model} | {torch.backends.cpu.get_cpu_capability()} | {torch.get_num_threads()} threads | {torch.__version__}"
+    kernels = torch.backends.cpu.get_cpu_capability()
+    return f"{model} | {kernels} | {torch.get_num_threads()} threads | {torch.__version__}"
 
 
 def golden_runs(workdir):
@@ -1139,7 +1156,8 @@ def golden_runs(workdir):
         evals = re.findall(r"eval (\d+): train loss ([\d.]+), val loss ([\d.]+), val bpb ([\d.]+)", o.stdout)
         out[name] = {"loss": losses(o), "eval": [[int(e[0]), *map(float, e[1:])] for e in evals]}
         if name == "decoder":  # both phases start inside the run
-            assert "iter 5: dropout 0.2 from here" in o.stdout and "iter 10: batch 8 from here" in o.stdout, o.stdout
+            assert "iter 5: dropout 0.2, batch 4 from here" in o.stdout, o.stdout
+            assert "iter 10: dropout 0.2, batch 8 from here" in o.stdout, o.stdout
     return out
 
 
@@ -1198,7 +1216,7 @@ def test_lora_merge_unmerge(lora_threads):
                                                                 weights["transformer.h.0.attn.c_proj.weight"])
     torch.testing.assert_close(model(x)[0], logits)  # merged == unmerged, up to float rounding
     merge_lora(model)  # a second merge is a no-op
-    unmerge_lora(model)
+    merge_lora(model, sign=-1)  # unmerge
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, weights[k])
 

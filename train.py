@@ -1,5 +1,5 @@
 """
-Train a nanostories model (decoder-only GPT or ByT5-style encoder-decoder): from scratch, resumed, or LoRA.
+Train a nanostories model (decoder-only GPT or ByT5-style encoder-decoder): from scratch, resumed, or LoRA:
 
   python train.py config/tinystories_cpu.py                                    # quick start on a CPU
   python train.py config/tinystories_33m.py --batch_size=32                    # any default below can be overridden
@@ -8,10 +8,9 @@ Train a nanostories model (decoder-only GPT or ByT5-style encoder-decoder): from
   python train.py config/lora_tinystories_dog.py                               # LoRA on a base checkpoint (lora.py)
   python train.py --help                                                       # every key, its default and meaning
 
-Ctrl-C (or SIGTERM) finishes the current step, writes ckpt.pt and prints the command that resumes; a second Ctrl-C
-aborts at once and leaves ckpt.pt as it was. time_budget > 0 fits the whole run into that many seconds of wall clock
-by planning max_iters from the measured pace (budget.py). Every schedule (learning rate, late dropout, batch ramp) is
-a function of the step, and so are the batches and dropout masks: a resumed run continues exactly where it stopped.
+Ctrl-C (or SIGTERM) writes ckpt.pt after the current step and prints the command that resumes. time_budget > 0 fits
+the whole run into that many seconds by planning max_iters from the measured pace (budget.py). The schedules, batches
+and dropout masks are functions of the step: a resumed run continues exactly as the uninterrupted one would have.
 """
 import time
 
@@ -20,7 +19,6 @@ import json
 import math
 import os
 import shlex
-import signal
 import sys
 from functools import partial
 
@@ -28,12 +26,12 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from batches import open_tokens, train_batch
-from budget import TimeBudget
+from batches import check_prepared, open_tokens, train_batch
+from budget import TimeBudget, phase_costs
 from checkpoint import init_model, save_checkpoint
 from configurator import configure
-from device import autocast, measure_peak_flops, resolve_device, resolve_dtype
-from errors import check, one_line_errors
+from device import agree, autocast, measure_peak_flops, resolve_device, resolve_dtype
+from errors import check, one_line_errors, stop_on_signal
 from evaluate import evaluate, known_word_rate, known_words, sample_stories
 from speedups import keep_freed_memory
 from tokenizer import get_tokenizer
@@ -44,14 +42,9 @@ from tokenizer import get_tokenizer
 out_dir = "out"
 eval_interval = 250         # optimizer steps between evaluations and checkpoints
 log_interval = 10           # optimizer steps between log lines
-eval_tokens = 0             # evaluations during training score the first eval_tokens targets of val.bin (0 = all);
-#                             the train split is scored on eval_tokens targets (0: as many as val)
-final_eval_tokens = 0       # the final evaluation (at max_iters) scores the first final_eval_tokens of val (0 = all,
-#                             the fixed full-val figure); eval_only always scores all of it
-time_budget = 0.0           # seconds for the whole run, final evaluation included (0 = off: max_iters decides);
-#                             budget.py plans max_iters from the measured pace and prints the command that repeats it
-plan_iters = 50             # with time_budget: steps run before the pace is measured and max_iters is fixed
-#                             (the first steps run slower: a plan on too few overestimates a step)
+eval_tokens = 0             # evaluations during training score the first eval_tokens of val and train (0 = all val)
+final_eval_tokens = 0       # the final evaluation scores the first final_eval_tokens of val (0 = all); eval_only: all
+time_budget = 0.0           # seconds for the whole run, final evaluation included (0 = off: max_iters decides)
 word_rate_samples = 20      # at the end: stories sampled to report the share of known words (0 = off)
 eval_only = False           # score the checkpoint of init_from and write out_dir/eval.json, then exit
 init_from = "scratch"       # "scratch" | "resume" (out_dir/ckpt.pt) | path of a checkpoint to start from (LoRA)
@@ -64,17 +57,15 @@ dataset = "tinystories"
 tokenizer = "gpt2"          # "gpt2" | "byte"
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all DDP ranks
 batch_size = 8              # sequences per micro-step and rank
-batch_ramp = 0.0            # epochs at batch_size, then twice as many sequences per micro-step (0 = never): small,
-#                             many steps early, a larger batch once the loss moves slowly (Smith et al. 2018, arXiv
-#                             1711.00489, grow the batch where the learning rate would decay)
+batch_ramp = 0.0            # epochs at batch_size, then twice the sequences per micro-step (0 = never): grow the
+#                             batch where the learning rate would decay (Smith et al. 2018, arXiv 1711.00489)
 block_size = 256            # tokens per sequence (the encoder's input length in an encoder-decoder)
 # model (see GPTConfig in model.py)
 n_layer = 4
 n_head = 4
 n_embd = 256
 dropout = 0.0
-dropout_from = 0.0          # epochs of training before dropout switches on ("late dropout", Liu et al. 2023, arXiv
-#                             2303.01500): a short run is not overfitting yet, a long one is; 0 = from the start
+dropout_from = 0.0          # epochs before dropout switches on: a short run is not overfitting yet (late dropout)
 bias = True
 rope = False
 rope_theta = 10000.0
@@ -85,7 +76,7 @@ mlp_hidden = 0
 arch = "decoder"            # "decoder" | "encoder_decoder"
 n_enc_layer = 0
 grad_checkpoint = False
-out_vocab_from_data = False  # score only the ids train.bin holds, plus one shared row for the rest (GPTConfig.out_vocab)
+out_vocab_from_data = False  # score only the ids train.bin holds, + one shared row for the rest (GPTConfig.out_vocab)
 # encoder-decoder objectives (batches.py): span corruption and prefix-LM continuation, mixed per micro-step
 span_ratio = 0.5            # share of micro-steps of span corruption; the rest are continuation
 noise_density = 0.15        # ByT5: 15% of the bytes are corrupted...
@@ -119,7 +110,7 @@ one_line_errors()
 config = configure({k: v for k, v in globals().items() if not k.startswith("_") and k.islower() and  # not PACE_MIN
                     isinstance(v, (int, float, bool, str))}, sys.argv[1:], __file__)
 globals().update(config)
-for key in ("eval_interval", "log_interval", "batch_size", "block_size", "gradient_accumulation_steps", "plan_iters"):
+for key in ("eval_interval", "log_interval", "batch_size", "block_size", "gradient_accumulation_steps"):
     check(config[key] > 0, f"{key}={config[key]} must be at least 1")
 for key in ("max_iters", "time_budget", "word_rate_samples", "warmup_iters", "weight_decay", "grad_clip", "min_lr",
             "dropout_from", "batch_ramp", "eval_tokens", "final_eval_tokens"):
@@ -160,13 +151,7 @@ log = print if master_process else (lambda *a, **k: None)
 
 # data
 data_dir = os.path.join("data", dataset, tokenizer)
-rebuild = (f"run `python prepare.py --name={dataset} --tokenizer={tokenizer}` (add --source=DIR for local release "
-           f"files, e.g. --source=data/tinystories_excerpt; --force rebuilds)")
-for name in ("meta.json", "train.bin", "val.bin"):
-    path = os.path.join(data_dir, name)
-    check(os.path.isfile(path), f"no prepared data in {data_dir} ({name} is missing): {rebuild}")
-    check(not name.endswith(".bin") or os.path.getsize(path) % 2 == 0, f"{path} is not whole uint16 ids (odd size: "
-          f"cut short?): {rebuild}")
+check_prepared(data_dir, dataset, tokenizer)
 tok = get_tokenizer(tokenizer)
 train_path = os.path.join(data_dir, "train.bin")
 n_train_tokens, n_val_tokens = (len(open_tokens(os.path.join(data_dir, f"{s}.bin"))) for s in ("train", "val"))
@@ -186,7 +171,6 @@ if lora_r > 0:
     mark_only_lora_trainable(model)
 model.to(device)
 raw_model = model  # what gets evaluated and saved: never compiled or DDP-wrapped, so no '_orig_mod.' keys
-n_total, n_trainable = raw_model.num_params(False), sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 # optimizer(s): Muon and AdamW, or AdamW alone (model.configure_optimizers); a resumed run continues their state
 optimizers = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, optimizer)
@@ -224,7 +208,7 @@ def schedule(it, max_iters):
     """(learning rate, dropout rate, sequences per micro-step) at optimizer step it: the whole curriculum, one pure
     function of the step. Learning rate: linear warmup for warmup_iters steps, then cosine decay to min_lr at
     lr_decay_iters (0: at max_iters, as a time budget plans it), then min_lr (nanoGPT's get_lr); dropout from step
-    dropout_on (late dropout, Liu et al. 2023); twice the batch from step ramp_on (the batch ramp, Smith et al. 2018)."""
+    dropout_on (late dropout, Liu et al. 2023); twice the batch from step ramp_on (batch ramp, Smith et al. 2018)."""
     decay_iters, lr = lr_decay_iters or max_iters, learning_rate
     if decay_lr and it < warmup_iters:
         lr = learning_rate * (it + 1) / (warmup_iters + 1)
@@ -237,44 +221,25 @@ def schedule(it, max_iters):
 # checkpoints: a model's (its weights and optimizer state), or LoRA's (only the adapters, as lora.pt / lora_best.pt)
 write = partial(save_lora, base=init_from) if lora_r > 0 else partial(save_checkpoint, optimizer=optimizers)
 file_names = {"ckpt.pt": "lora.pt", "best.pt": "lora_best.pt"} if lora_r > 0 else {}
-run_info = {"dtype": dtype, "device": device}  # what ran, where config says "auto"
 
 
 def save(name, iter_num, best_val_loss, max_iters):
-    """Write out_dir/name with the step, the step count it heads for and the time budget's plan; returns seconds."""
-    t = time.time()
+    """Write out_dir/name with the step, the step count it heads for, the time budget's plan, and the dtype and
+    device that ran (config may say "auto"); returns the seconds it took."""
+    t, plan = time.time(), {"max_iters": max_iters, "budget": budget and budget.state()}
     write(os.path.join(out_dir, file_names.get(name, name)), raw_model, tokenizer, config, iter_num=iter_num,
-          best_val_loss=best_val_loss, extra={**run_info, "max_iters": max_iters, "budget": budget and budget.state()})
+          best_val_loss=best_val_loss, extra={"dtype": dtype, "device": device, **plan})
     return time.time() - t
 
 
-def sample_words(n_tokens):
-    """word_rate_samples stories of up to n_tokens from "Once upon a time", at seed, as text; the training RNG (and
-    so the rest of the run) is left as it was."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        ids = sample_stories(raw_model.eval(), tok, "Once upon a time", word_rate_samples, n_tokens, ctx)
-    raw_model.train()
-    return [tok.decode(r) for r in ids]
-
-
-def agree(x, largest=False):
-    """x as every DDP rank sees it: the smallest (or the largest) over ranks; x itself without DDP."""
-    if not ddp:
-        return x
-    t = torch.tensor([x], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX if largest else torch.distributed.ReduceOp.MIN)
-    return t.item()
-
-
-def pass_seconds(it, p, batch):
-    """Seconds of a forward + backward pass of step it's first micro-batch at dropout p with batch sequences, the RNG,
-    dropout and gradients left as they were: what a later phase of the schedule adds to a step (budget.py)."""
+def pass_seconds(it, setting):
+    """Seconds of a forward + backward pass of step it's first micro-batch in setting (dropout rate, batch), the RNG,
+    dropout and gradients left as they were: how the time budget times a later phase of the schedule (budget.py)."""
     was = dropout_modules[0].p
     with torch.random.fork_rng():
         for m in dropout_modules:
-            m.p = p
-        inputs, y = draw(it, 0, batch_size=batch)
+            m.p = setting[0]
+        inputs, y = draw(it, 0, batch_size=setting[1])
         t = time.time()
         with ctx:
             raw_model(**inputs, targets=y, return_logits=False)[1].backward()
@@ -286,29 +251,26 @@ def pass_seconds(it, p, batch):
 
 
 def plan_costs(it, best_val_loss, max_iters):
-    """The time budget's measure() at step it, in seconds: an evaluation during training (val and train), a checkpoint
-    write (also an early checkpoint to sample or resume from), the end of the run (the final evaluation and write,
-    the known-word check), and per phase ahead (late dropout, the batch ramp) its first step and what it adds to a
-    step, as the least of 4 passes (a new shape warms up for 2-3); none under DDP (its hooks would see the passes)."""
+    """The time budget's measure() at step it (budget.py), in seconds: an evaluation during training (val and train),
+    a checkpoint write (an early checkpoint, too), the end of the run (the final evaluation and write, the known-word
+    check: 16 of its 256 tokens timed, x16), and what the later phases add to a step (none measured under DDP)."""
     save_s = save("ckpt.pt", it, best_val_loss, max_iters) if master_process else 0.0
     t, small = time.time(), evaluate_split("val", 16384)
     span_s = small.get("span_s", 0.0)  # the encoder-decoder's 8 fixed span batches: per evaluation, not per token
     per_token, n_eval = (time.time() - t - span_s) / small["tokens"], eval_tokens or n_val_tokens
     t = time.time()
     if word_rate_samples and master_process:
-        sample_words(16)  # 16 of the known-word check's 256 tokens
+        sample_stories(raw_model, tok, "Once upon a time", word_rate_samples, 16, ctx, seed=seed)
     final_s = (per_token * (min(final_eval_tokens or n_val_tokens, n_val_tokens) + n_eval) + 2 * span_s + save_s
-               + (16 * (time.time() - t) + 0.5 if word_rate_samples else 0.0))  # + reading the train split's words
-    setting = lambda i: schedule(i, max_iters)[1:]  # (dropout rate, batch)
-    firsts = [] if ddp else sorted({f for f in (dropout_on, ramp_on) if it < f < math.inf and setting(f) != setting(it)})
-    passes = {s: min(pass_seconds(it, *s) for _ in range(4)) for s in [setting(it), *map(setting, firsts)]}
-    phases = [(f, max(0.0, passes[setting(f)] - passes[setting(it)])) for f in firsts]
+               + 16 * (time.time() - t) + 0.5)  # + 0.5 s: reading the train split's words
+    phases = [] if ddp else phase_costs(it, (dropout_on, ramp_on), lambda i: schedule(i, max_iters)[1:], pass_seconds)
     return per_token * 2 * n_eval + 2 * span_s, save_s, final_s, phases
 
 
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
 peak = peak_flops or measure_peak_flops(device, dtype)
 log(f"config: {json.dumps(config)}")
+n_total, n_trainable = raw_model.num_params(False), sum(p.numel() for p in model.parameters() if p.requires_grad)
 log(f"model: {n_total / 1e6:.2f}M parameters ({raw_model.num_params() / 1e6:.2f}M non-embedding), trainable "
     f"{n_trainable:,} ({100 * n_trainable / n_total:.2f}%); {flops_per_token / 1e6:.1f} MFLOP per token")
 log(f"tokens per iteration: {tokens_per_iter:,} = {gradient_accumulation_steps} accumulation x {batch_size} batch "
@@ -327,20 +289,10 @@ if eval_only:
 if wandb_log and master_process:
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
-stop_signal = []  # the first SIGINT / SIGTERM: finish the step, save, exit 0; a second one aborts at once
-
-
-def on_signal(signum, frame):
-    if stop_signal:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        raise KeyboardInterrupt  # save_checkpoint removes its temporary file; ckpt.pt keeps what it had
-    stop_signal.append(signum)
-    log(f"\n{signal.Signals(signum).name}: finishing this step, then saving {out_dir} (again to abort at once)")
-
-
-signal.signal(signal.SIGINT, on_signal)
-signal.signal(signal.SIGTERM, on_signal)
-budget = TimeBudget(time_budget, _t_launch, plan_iters, eval_interval, iter_num, agree, log) \
+# the first Ctrl-C (or SIGTERM) finishes the step, saves and exits 0; a second aborts at once, ckpt.pt as it was
+stop_signal = stop_on_signal(lambda name: log(f"\n{name}: finishing this step, then saving {out_dir} (again to abort)"))
+# the time budget plans after warmup (at least 20 steps: the first run slow): those steps are the same without it
+budget = TimeBudget(time_budget, _t_launch, max(warmup_iters, 20), eval_interval, iter_num, agree, log) \
     if time_budget > 0 and not planned else None
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -350,12 +302,10 @@ while True:
     lr, p, batch = schedule(iter_num, max_iters)
     for group in (g for opt in optimizers for g in opt.param_groups):
         group["lr"] = lr
-    if p != dropout_modules[0].p:  # late dropout switches on
+    if p != dropout_modules[0].p or iter_num == ramp_on:  # late dropout or the batch ramp switches on
         for m in dropout_modules:
             m.p = p
-        log(f"iter {iter_num}: dropout {p} from here ({epochs_at(iter_num):.1f} epochs)")
-    if iter_num == ramp_on:
-        log(f"iter {iter_num}: batch {batch} from here ({epochs_at(iter_num):.1f} epochs)")
+        log(f"iter {iter_num}: dropout {p}, batch {batch} from here ({epochs_at(iter_num):.1f} epochs)")
 
     # evaluate every eval_interval steps and at the end; a budgeted run skips its first one (of a model just
     # initialised, or just saved): its time goes to training, and the plan times a small evaluation of its own
@@ -405,9 +355,9 @@ while True:
     scaler.update()
     iter_num += 1
     step_times.append(time.time() - t)
-    if budget:  # plans after plan_iters steps, then cuts or extends the plan as the pace changes
-        max_iters = budget.update(iter_num, step_times, max_iters, lambda: plan_costs(iter_num, best_val_loss,
-                                                                                       max_iters))
+    if budget:  # plans after warmup, then cuts or extends the plan as the pace changes
+        costs = partial(plan_costs, iter_num, best_val_loss, max_iters)  # measured once, when it plans
+        max_iters = budget.update(iter_num, step_times, max_iters, costs)
     if iter_num % log_interval == 0:
         if ddp:  # every rank reaches this line on the same iterations
             torch.distributed.all_reduce(step_loss, op=torch.distributed.ReduceOp.AVG)
@@ -418,9 +368,9 @@ while True:
         dt = sum(step_times[-log_interval:]) / len(step_times[-log_interval:])  # seconds per step, evaluations apart
         tps = tokens_per_iter * batch / batch_size / dt
         left = f", ~{(max_iters - iter_num) * dt:.0f} s of steps left" if budget and budget.plan else ""
-        log(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tps:,.0f} tokens/s, "
-            f"mfu {100 * tps * flops_per_token / (peak * ddp_world_size):.1f}%, {time.time() - _t_launch:.0f} s "
-            f"elapsed{left}")
+        mfu = tps * flops_per_token / (peak * ddp_world_size)
+        log(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tps:,.0f} "
+            f"tokens/s, mfu {100 * mfu:.1f}%, {time.time() - _t_launch:.0f} s elapsed{left}")
         if wandb_log and master_process:
             wandb.log({"iter": iter_num, "train/loss_step": lossf, "tokens_per_s": tps})
     if agree(len(stop_signal), largest=True):  # every rank stops at this step
@@ -435,7 +385,8 @@ while True:
 
 if word_rate_samples > 0 and master_process:  # "writes English", measured: see evaluate.known_word_rate
     t = time.time()
-    val["known_words"] = known_word_rate(sample_words(256), known_words(train_path, tok))
+    stories = sample_stories(raw_model, tok, "Once upon a time", word_rate_samples, 256, ctx, seed=seed)
+    val["known_words"] = known_word_rate(stories, known_words(train_path, tok))
     log(f"known words: {100 * val['known_words']:.1f}% of the words of {word_rate_samples} sampled stories occur in "
         f"the train split ({time.time() - t:.1f} s)")
 if master_process:

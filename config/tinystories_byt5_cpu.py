@@ -47,8 +47,7 @@ optimizer = "muon"             # Muon for the blocks' matrices, AdamW for embedd
 learning_rate = 4e-3           # at 192 wide, batch 8 on a Zen 3: 4e-3 91.6% known words, 2e-3 83.9%
 weight_decay = 0.1
 grad_clip = 1.0
-warmup_iters = 20
-plan_iters = 20               # = warmup_iters: the steps before the plan are the same with or without a budget
+warmup_iters = 20              # the time budget plans after these steps (train.py)
 max_iters = 600               # used only with --time_budget=0; the budget sets both from the pace
 lr_decay_iters = 600
 min_lr = 4e-4                  # learning_rate / 10

@@ -52,7 +52,7 @@ learning_rate = 4e-3           # small models take a high peak rate: 4e-3 beat 2
 #                                4 x 128 (1.101 vs 1.129); 8e-3 at 4 x 192 was no better (1.113)
 weight_decay = 0.5
 grad_clip = 1.0
-warmup_iters = 50              # >= plan_iters (50): the steps before the plan are the same with or without a budget
+warmup_iters = 50              # the time budget plans after these steps: they are the same with or without a budget
 max_iters = 1500               # used only with --time_budget=0; the budget sets max_iters = lr_decay_iters
 lr_decay_iters = 1500
 min_lr = 4e-4                  # learning_rate / 10
