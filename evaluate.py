@@ -1,10 +1,7 @@
 """
-How good a model is, measured the same way everywhere:
-
-  evaluate         loss (nats/token) and bits per byte on the fixed windows of a split: every token predicted once
-  sample_stories   stories from a model, started after EOT as in training (sample.py and the known-word check)
-  known_word_rate  "writes English", measured: the share of sampled words that occur in the train split. A cheap
-                   fluency proxy, not a quality score: nonsense made of real words passes
+How good a model is, measured the same way everywhere: evaluate (nats/token and bits per byte on the fixed windows of
+a split), sample_stories (stories started after EOT, as in training), and "writes English", measured: known_word_rate,
+the share of sampled words that occur in the train split (a fluency proxy: nonsense made of real words passes).
 """
 import math
 import re

@@ -209,9 +209,8 @@ class GPT(nn.Module):
         if config.out_vocab:
             # an id the training data never holds cannot be learned, yet a 50k-row softmax pays for every one of them
             # on every token (most of a small model's FLOPs). Score the K ids seen in training (train.py fills
-            # kept_ids) plus one "other" row whose logit every unseen id shares: an ordinary full-vocab head whose
-            # unseen rows are copies of one row, so an exact distribution over all ids (losses and bits per byte
-            # compare with a full softmax) that exports as a plain lm_head (export.py), at the cost of K+1 rows.
+            # kept_ids) plus one "other" row that every unseen id shares: still an exact distribution over all ids,
+            # a full-vocab head whose unseen rows are copies of one row (forward, _fused_loss; export.py)
             self.register_buffer("kept_ids", torch.zeros(config.out_vocab, dtype=torch.long))
             self.other = nn.Parameter(torch.zeros(config.n_embd))  # the weight row of the shared "other" class
         self.apply(self._init_weights)

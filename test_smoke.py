@@ -1179,6 +1179,15 @@ def test_golden_losses_of_three_fixed_step_runs(workdir):
         else:
             assert np.allclose(flat(got[name]), flat(run_), atol=5e-3, rtol=0), (name, got[name], run_)
 
+def test_readme_line_counts_and_files_match_the_repo():
+    """The README's first paragraph gives each script's line count, and its Files section names every module."""
+    readme = (REPO / "README.md").read_text()
+    counts = dict(re.findall(r"`(\w+\.py)` \((\d+)(?: lines)?\)", readme.split("## Install")[0]))
+    assert counts and all(int(n) == len((REPO / f).read_text().splitlines()) for f, n in counts.items()), counts
+    files = set(re.findall(r"^(\w+\.py) ", readme.split("## Files")[1], re.M))
+    assert files == {p.name for p in REPO.glob("*.py") if not p.name.startswith("test_")}, files
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # LoRA: exact at init, frozen base, merge, adapter files, peft parity, encoder-decoder, end to end
 

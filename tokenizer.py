@@ -82,9 +82,6 @@ class Tokenizer:
         """int64 array (vocab_size,): UTF-8 bytes each id stands for, 0 for special ids. Used for bits-per-byte."""
         return np.array([len(self._id_bytes(i) or b"") for i in range(self.vocab_size)], dtype=np.int64)
 
-    def __repr__(self):
-        return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size}, eot_id={self.eot_id})"
-
 
 class GPT2Tokenizer(Tokenizer):
     name, vocab_size, eot_id, pad_id, sentinel_ids = "gpt2", 50257, 50256, None, range(0)
