@@ -111,7 +111,14 @@ class TimeBudget:
             eval_s, save_s, final_s, phases = measure()
             phases = [[0, 0.0]] + [[f, self.agree(x, largest=True)] for f, x in phases]  # lists: plain data
             self.plan = Budget(self.seconds, self.t_start, self.eval_interval, eval_s, save_s, final_s, phases)
-            self.planned_at, n = iter_num, int(self.agree(self.plan.fit(time.time(), iter_num, step_s)))
+            now = time.time()
+            self.planned_at, n = iter_num, int(self.agree(self.plan.fit(now, iter_num, step_s)))
+            if n == iter_num:  # not one more step fits: end now, and say what budget would have worked
+                need = 10 * math.ceil((now - self.t_start + final_s + PACE_MIN * step_s) / END_FIT / 10)
+                self.log(f"warning: time_budget={self.seconds:g} s is too short here: start-up and {iter_num} steps "
+                         f"took {now - self.t_start:.0f} s and the end needs ~{final_s:.0f} s; the smallest budget "
+                         f"that works on this machine is ~{need} s. Ending now, at step {iter_num}")
+                return n
             later = "".join(f", +{1000 * x:.0f} ms from step {f}" for f, x in phases[1:])  # dropout, the batch ramp
             self.log(f"time_budget {self.seconds:.0f} s: {step_s * 1000:.0f} ms/step{later}, evaluations {eval_s:.1f} "
                      f"s, writes {save_s:.1f} s, final evaluation ~{final_s:.0f} s -> max_iters = lr_decay_iters = {n} "

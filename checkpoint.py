@@ -31,7 +31,8 @@ def git_commit():
 def save_checkpoint(path, model, tokenizer: str, config: dict, optimizer=None, iter_num=0, best_val_loss=None,
                     state=None, extra=None):
     """Write the unwrapped, uncompiled model (no '_orig_mod.' keys: pass the raw model, not the compiled or DDP one)
-    with plain-data metadata, to path + '.tmp' then renamed: a crash never leaves a half-written checkpoint.
+    with plain-data metadata, to a temporary name of this process's, then renamed: a crash never leaves a
+    half-written checkpoint, and two processes never share a temporary file.
     state: the tensors to store instead of the whole state dict (LoRA adapters); extra: more plain-data entries."""
     assert not hasattr(model, "_orig_mod") and not hasattr(model, "module"), "save the raw model, not the wrapper"
     ckpt = {"model": model.state_dict() if state is None else state, "model_args": asdict(model.config),
@@ -40,21 +41,49 @@ def save_checkpoint(path, model, tokenizer: str, config: dict, optimizer=None, i
             if isinstance(optimizer, list) else optimizer.state_dict(),
             "iter_num": iter_num, "best_val_loss": best_val_loss, "git_commit": git_commit(), **(extra or {})}
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        with open(path + ".tmp", "wb") as f:
+        with open(tmp, "wb") as f:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename: a power cut after "saved" leaves no empty file
     except BaseException as e:  # a full disk, a second Ctrl-C: drop the partial file, keep the previous checkpoint
-        if os.path.exists(path + ".tmp"):
-            os.remove(path + ".tmp")
+        if os.path.exists(tmp):
+            os.remove(tmp)
         if isinstance(e, OSError) or "unexpected pos" in str(e):  # torch reports a short write as RuntimeError
             need = sum(t.numel() * t.element_size() for t in _tensors(ckpt)) / 1e6
             raise SystemExit(f"could not write {path} ({getattr(e, 'strerror', None) or 'disk full?'}): it needs "
                              f"about {need:,.0f} MB free there; the previous checkpoint is untouched (free space "
                              f"or set --out_dir elsewhere)") from None
         raise
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
+
+
+def claim_out_dir(out_dir, names, overwrite):
+    """One run per out_dir, and no trained model replaced without a word. Refuses (one line naming the way out) when
+    out_dir already holds one of names (the files this run would write: ckpt.pt and best.pt, or a LoRA run's) and
+    overwrite is False, or when another process holds out_dir. Returns the open lock file out_dir/.lock: keep it open
+    for the run's lifetime. It is an flock, which the kernel drops with the process however it ends (kill -9 too),
+    so a crash never leaves out_dir locked; it records the holder's pid for the message. No lock off POSIX."""
+    held = [n for n in names if os.path.exists(os.path.join(out_dir, n))]
+    if held and not overwrite:
+        raise SystemExit(f"{out_dir} already holds {', '.join(held)} of another run: continue it with "
+                         f"--init_from=resume, train into another --out_dir, or pass --overwrite=True to replace it")
+    os.makedirs(out_dir, exist_ok=True)
+    lock = open(os.path.join(out_dir, ".lock"), "a+")
+    try:
+        import fcntl
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # not POSIX (Windows): no lock
+        return lock
+    except OSError:
+        lock.seek(0)
+        raise SystemExit(f"{out_dir} is in use by another run (pid {lock.read().strip() or '?'}): wait for it to "
+                         f"finish, or pick another --out_dir") from None
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
 
 def _tensors(obj):
@@ -74,8 +103,13 @@ def read_checkpoint(path, device="cpu", want="model") -> dict:
     train.py checkpoint), "lora" (an adapter) or "any". Raises SystemExit with one line that says what the file is
     instead (missing, empty, truncated or not a PyTorch file, a pickle with code in it, a bare state_dict, an adapter
     where a model is wanted or the reverse) and what to do."""
-    fix = (f"train one first, e.g. `python train.py config/tinystories_cpu.py --out_dir={os.path.dirname(path) or '.'}`"
+    folder = os.path.dirname(path) or "."
+    fix = (f"train one first, e.g. `python train.py config/tinystories_cpu.py --out_dir={folder}`"
            if want != "lora" else "pass the lora.pt written by a LoRA run (train.py with lora_r > 0)")
+    if want != "lora" and os.path.isfile(os.path.join(folder, "lora.pt")):  # a LoRA run's out_dir: no model in it
+        fix = (f"{folder} is a LoRA run's folder (lora.pt, an adapter): fold it into its base with `python lora.py "
+               f"--merge={folder}/lora.pt` (then --ckpt_name=merged.pt), or export it for peft with `python lora.py "
+               f"--export={folder}/lora.pt`")
     if not os.path.isfile(path):
         raise SystemExit(f"no checkpoint at {path}: {fix}")
     if os.path.getsize(path) == 0:

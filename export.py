@@ -25,6 +25,9 @@ from model import GPT
 from tokenizer import get_tokenizer
 
 
+mb = lambda tensors: sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6  # a state dict's size
+
+
 def _meta(model, ckpt) -> dict:
     """What a folder keeps of our checkpoint besides the weights (JSON), for read_dir."""
     return {"model_args": asdict(model.config), "tokenizer": ckpt["tokenizer"], "config": ckpt.get("config") or {},
@@ -51,7 +54,7 @@ def export_hf(model: GPT, ckpt: dict, to: str, card: str = ""):
         hf.save_pretrained(d)
         hf_tokenizer(tok.name, model.config.block_size).save_pretrained(d)
         open(os.path.join(d, "README.md"), "w", encoding="utf-8").write(card)
-    write_dir(to, fill)
+    write_dir(to, fill, mb(sd))
 
 
 def export_native(model: GPT, ckpt: dict, to: str):
@@ -65,7 +68,7 @@ def export_native(model: GPT, ckpt: dict, to: str):
     def fill(d):
         save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
         json.dump({"nanostories": _meta(model, ckpt)}, open(os.path.join(d, "config.json"), "w"), indent=1)
-    write_dir(to, fill)
+    write_dir(to, fill, mb(sd))
 
 
 def model_card(model: GPT, ckpt: dict, out_dir: str) -> str:
@@ -150,7 +153,7 @@ if __name__ == "__main__":
         export_hf(model, ckpt, to, model_card(model, ckpt, args["out_dir"]))
     else:
         export_native(model, ckpt, to)
-    print(f"wrote {to}: {', '.join(sorted(os.listdir(to)))}")
+    print(f"wrote {to}: {', '.join(sorted(f for f in os.listdir(to) if not f.startswith('.')))}")
     if args["check"]:
         r = compare(model, get_tokenizer(ckpt["tokenizer"]), to, args["seed"])
         print(f"max |dlogit| {r['max_dlogit']:.2e} (fp32, 4 x {model.config.block_size} random ids); greedy: "

@@ -10,6 +10,7 @@ The encoder-decoder has none (T5's positions are relative buckets). The vocab is
 padded 50,304); an out_vocab head exports as the full untied lm_head it stands for. transformers is imported inside
 the functions that need it: training never does.
 """
+import errno
 import json
 import os
 import shutil
@@ -149,15 +150,31 @@ def _gpt2_bpe_files():
     return found["vocab"], found["merges"]
 
 
-def write_dir(to: str, fill):
-    """fill(tmp) writes a fresh folder beside `to`, which then replaces `to`: a crash leaves the old one whole."""
-    tmp = f"{to.rstrip('/')}.tmp{os.getpid()}"
+MARKER = ".nanostories-export"  # in every folder write_dir writes: the list of the files it wrote
+
+
+def write_dir(to: str, fill, need_mb: float):
+    """fill(tmp) writes a fresh folder beside `to`, which then replaces `to`: a crash, a full disk or Ctrl-C leave
+    the old one whole and nothing partial. `to` must be new, or a folder that write_dir wrote (MARKER lists its
+    files, and it holds no others): anything else there (a file, a user's folder, a training run's out_dir) is refused
+    in one line that names it, and nothing is deleted. need_mb: what the folder takes, for the full-disk message."""
+    to = to.rstrip("/")
+    marker = os.path.join(to, MARKER)
+    ours = lambda: os.path.isfile(marker) and set(os.listdir(to)) <= {MARKER, *json.load(open(marker))}
+    if os.path.lexists(to) and not ours():
+        what = "a folder of files that no export wrote" if os.path.isdir(to) else "a file"
+        raise SystemExit(f"{to} is {what}: nothing was written or deleted; pass --to=a new folder (or move it away)")
+    tmp = f"{to}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     try:
         fill(tmp)
-    except BaseException:
+        json.dump(sorted(os.listdir(tmp)), open(os.path.join(tmp, MARKER), "w"))
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise SystemExit(f"could not write {to} (disk full): it needs about {need_mb:,.0f} MB free there; nothing "
+                             f"was written (free space, or pass --to elsewhere)") from None
         raise
     if os.path.exists(to):
         os.replace(to, tmp + ".old")
@@ -171,13 +188,17 @@ def read_dir(path: str, device="cpu") -> dict:
     (export_hf's, or anyone's with a tokenizer of ours). SystemExit naming what is supported for any other."""
     if not os.path.exists(os.path.join(path, "config.json")):
         raise SystemExit(f"{path} has no config.json: pass a folder written by export.py or a transformers model")
-    cfg = json.load(open(os.path.join(path, "config.json")))
+    try:
+        cfg = json.load(open(os.path.join(path, "config.json"), encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{path}/config.json is not valid JSON ({e}; cut short?): copy or export the folder again")
     meta = cfg.get("nanostories") or {}
+    weights_file = _check_weights(path)
     if "model_type" not in cfg:  # our own layout
         from safetensors.torch import load_file
         if "model_args" not in meta:
             raise SystemExit(f"{path}/config.json is neither ours (export.py) nor a transformers one (model_type)")
-        sd = load_file(os.path.join(path, "model.safetensors"), device=str(device))
+        sd = load_file(weights_file, device=str(device))
         if meta["model_args"]["tie_weights"]:
             sd["lm_head.weight"] = sd["transformer.wte.weight"]  # stored once by export_native
         return {**meta, "model": sd, "optimizer": None}
@@ -214,13 +235,32 @@ def read_dir(path: str, device="cpu") -> dict:
             "best_val_loss": meta.get("best_val_loss"), "optimizer": None}
 
 
+def _check_weights(path: str) -> str:
+    """The folder's model.safetensors, checked whole (its header, and data that cover the file). SystemExit naming
+    the file and the fix when it is missing, truncated or not a safetensors file."""
+    from safetensors import SafetensorError, safe_open
+    f = os.path.join(path, "model.safetensors")
+    if not os.path.isfile(f):
+        raise SystemExit(f"{path} has no model.safetensors: copy it into the folder, or export the model again")
+    try:
+        with safe_open(f, "pt"):  # parses the header and checks that the data cover the file
+            pass
+    except (SafetensorError, OSError, ValueError) as e:
+        raise SystemExit(f"{f} is truncated or corrupt ({str(e)[:100]}): copy or export it again") from None
+    return f
+
+
 def _known_tokenizer(path: str) -> str:
     """The name of our tokenizer whose ids and EOT the folder's tokenizer gives, on a probe text."""
     from transformers import AutoTokenizer
+    if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "vocab.json", "tokenizer.model")):
+        raise SystemExit(f"{path} has no tokenizer files (tokenizer.json and tokenizer_config.json, or vocab.json and "
+                         f"merges.txt): copy them into the folder (export.py writes them), or export the model again")
     try:
         hf_tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # noqa: BLE001 (transformers raises many kinds for a missing or odd tokenizer)
-        raise SystemExit(f"{path}: no tokenizer transformers can load ({type(e).__name__}); ours are {NAMES}")
+        raise SystemExit(f"{path}: its tokenizer files do not load ({type(e).__name__}: {str(e)[:80]}): copy them "
+                         f"again (export.py writes them); ours are {', '.join(NAMES)}")
     probe = "Once upon a time, Lily said: “Naïve café!” 東京 🐉\n\n  It's 3.14, isn't it?"
     for name in NAMES:
         tok = get_tokenizer(name)

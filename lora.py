@@ -207,7 +207,7 @@ def export_lora(adapter_path: str, to: str, base: str = ""):
     def fill(d):
         config.save_pretrained(d)
         save_file(tensors, os.path.join(d, "adapter_model.safetensors"), metadata={"format": "pt"})
-    write_dir(to, fill)
+    write_dir(to, fill, sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6)
 
 
 if __name__ == "__main__":
@@ -233,13 +233,15 @@ if __name__ == "__main__":
         load_lora(model, args["merge"], ckpt["tokenizer"])
         state = {k: v for k, v in merge_lora(model).state_dict().items() if "lora_" not in k}  # the base's keys
         out = os.path.join(os.path.dirname(args["merge"]), "merged.pt")
+        if os.path.exists(out) and "merged_from" not in read_checkpoint(out, want="any"):  # never replace a model
+            raise SystemExit(f"{out} exists and is not an earlier merge: nothing was written; move it away first")
         save_checkpoint(out, model, ckpt["tokenizer"], adapter["config"], None, adapter["iter_num"], state=state,
                         extra={"merged_from": {"adapter": args["merge"], "base": base}})
         print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB): {args['merge']} merged into its base")
     elif args["export"]:  # adapter -> peft's format, for the base exported by export.py (transformers folder)
         to = args["to"] or os.path.join(os.path.dirname(args["export"]), "peft")
         export_lora(args["export"], to, args["base"])
-        print(f"wrote {to}: {', '.join(sorted(os.listdir(to)))}")
+        print(f"wrote {to}: {', '.join(sorted(f for f in os.listdir(to) if not f.startswith('.')))}")
     elif args["count"]:  # share of sampled stories that match a theme regex: base, then base + adapter
         from tokenizer import get_tokenizer
         model, ckpt = load_model(args["ckpt"])

@@ -7,8 +7,10 @@ Tokenize TinyStories into flat uint16 bins for train.py, one folder per tokenize
 
 writes data/<name>/<tokenizer>/{train.bin,val.bin,meta.json}. Each bin is np.uint16 ids, every story followed by the
 EOT id (appended, never prepended: the file starts with story text, and evaluation prepends one EOT itself).
-meta.json is written last, so its presence marks a complete build; a rerun with the same source fingerprint
-(file sizes + sha256, filter, tokenizer) is a no-op unless --force.
+A build is written into a folder of its own that replaces the previous build only when complete (meta.json, last,
+marks it), so a failed rebuild keeps the old one; a rerun with the same source fingerprint (file sizes + sha256,
+filter, tokenizer) is a no-op unless --force. Invalid UTF-8, in any source format, is replaced with U+FFFD and a
+warning names the file and the count; a truncated or corrupt file stops the build in one line that names it.
 
 --source is a TinyStories .txt / .txt.gz release file (each story followed by a line that is exactly <|endoftext|>;
 "<|endoftext|>" anywhere else is ordinary story text), a .parquet / .jsonl / .json file with a `text` column, or a
@@ -27,6 +29,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import time
 import zlib
@@ -62,6 +65,25 @@ def clean(parts: list[bytes]) -> tuple[list[bytes], int]:
     return parts, n_bad
 
 
+def named(read):
+    """A reader that names its file when the file fails: a truncated or non-gzip .gz, a cut or malformed table, and
+    how many invalid UTF-8 sequences it replaced (the one policy for every source: U+FFFD, and this warning)."""
+    @functools.wraps(read)
+    def reader(path, *args):
+        n_bad = 0
+        try:
+            for stories, bad in read(path, *args):
+                n_bad += bad
+                yield stories, bad
+        except (EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError, ValueError, OSError) as e:
+            raise SystemExit(f"{path or HF_NAME} is truncated or corrupt ({type(e).__name__}: {str(e)[:100]}): "
+                             f"download or copy it again; the previous build is kept") from None
+        if n_bad:
+            print(f"warning: {path or HF_NAME}: {n_bad:,} invalid UTF-8 sequences replaced with U+FFFD")
+    return reader
+
+
+@named
 def read_release(path: Path, chunk_bytes: int | None = None):
     """Yield clean() of the stories (empties included) of a .txt/.txt.gz release file, ~chunk_bytes at a time.
     SystemExit if a non-empty file has no separator line at all (plain text is not silently one giant story)."""
@@ -84,18 +106,22 @@ def read_release(path: Path, chunk_bytes: int | None = None):
                 return
 
 
+@named
 def read_table(path: Path | None, split: str = "train", batch: int = 4096):
-    """Yield (stripped UTF-8 stories, 0) from a local parquet/json(l) file, or from the HF hub if path is None."""
+    """Yield clean() of the `text` column of a local parquet/json(l) file, or of the HF hub's split if path is None:
+    read as arrow bytes, so that invalid UTF-8 meets the same policy as in a .txt file."""
     import datasets
+    import pyarrow as pa
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a bad file's error is ours to say, in one line
     if path is None:
         # streaming: rows arrive in batches, nothing is cached to disk first. NOTE: --tokenizer=all streams twice
         ds = datasets.load_dataset(HF_NAME, split=split, streaming=True)
     else:
         ds = datasets.load_dataset(TABLE_KINDS[path.suffix], data_files=str(path), split="train", streaming=True)
-    for b in ds.iter(batch_size=batch):
-        if "text" not in b:
-            raise SystemExit(f"{path or HF_NAME}: no 'text' column (columns: {', '.join(b)})")
-        yield [s.strip().encode("utf-8") for s in b["text"]], 0
+    for t in ds.with_format("arrow").iter(batch_size=batch):
+        if "text" not in t.column_names:
+            raise SystemExit(f"{path or HF_NAME}: no 'text' column (columns: {', '.join(t.column_names)})")
+        yield clean([b or b"" for b in t.column("text").cast(pa.binary()).to_pylist()])
 
 
 @functools.lru_cache(maxsize=None)
@@ -243,11 +269,13 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
         if old.get("tokenizer") == tok.name and same(old["source"]) == same(src):
             print(f"{out}: already built from this source, nothing to do (--force rebuilds)")
             return old
-    out.mkdir(parents=True, exist_ok=True)
-    meta_path.unlink(missing_ok=True)  # the old meta would vouch for bins that are about to be replaced
+    # the new build goes into a folder of its own, which replaces the old build only once it is complete: a build that
+    # fails (a bad file, a --filter that matches nothing, a full disk, Ctrl-C) leaves the previous one as it was
+    new = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    new.mkdir(parents=True, exist_ok=True)
     stats = {"empty_stories": 0, "replaced_bytes": 0}
     counts = {s: {"stories": 0, "tokens": 0, "bytes": 0} for s in ("train", "val")}
-    tmp = {s: out / f"{s}.bin.tmp" for s in counts}
+    tmp = {s: new / f"{s}.bin" for s in counts}
     # worker processes pay off past a few chunks (forking costs ~50 ms); the HF hub's size is unknown: assume big
     big = not src["files"] or sum(f["size"] for f in src["files"]) > 2 * CHUNK_BYTES
     n_proc = (os.cpu_count() or 1) if tok.name == "gpt2" and big else 0
@@ -260,32 +288,26 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
         for s, c in counts.items():
             if c["stories"] == 0:
                 raise SystemExit(f"no stories for the {s} split in {source or HF_NAME}"
-                                 + (f" matching --filter={filter!r}" if filter else ""))
-    except BaseException as e:  # incl. Ctrl-C: leave no partial bins behind
-        for t in tmp.values():
-            t.unlink(missing_ok=True)
+                                 + (f" matching --filter={filter!r}" if filter else "") + "; the previous build is kept")
+        meta = {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "pad_id": tok.pad_id,
+                "sentinel_ids": [tok.sentinel_ids.start, tok.sentinel_ids.stop], "dtype": "uint16",
+                "splits": counts, "source": src, **stats}
+        (new / "meta.json").write_text(json.dumps(meta, indent=2))  # its presence marks a complete build
+    except BaseException as e:  # incl. Ctrl-C: leave no partial build behind, and the previous one as it was
+        shutil.rmtree(new, ignore_errors=True)
         # numpy's tofile reports a short write as "N requested and M written", without errno
         if isinstance(e, OSError) and (e.errno == errno.ENOSPC or "requested and" in str(e)):
             per_byte = 2.0 if tok.name == "byte" else 0.5  # uint16 ids: 2 bytes per byte, or per ~4-byte GPT-2 token
             need = sum(f["size"] * (3 if f["path"].endswith(".gz") else 1) for f in src["files"]) * per_byte / 1e6
             raise SystemExit(f"disk full writing {out}: the bins need about {need:,.0f} MB; the partial files were "
-                             f"removed and nothing else changed (free space, or pass --out_dir elsewhere)") from None
-        if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)):
-            raise SystemExit(f"a source file is truncated or corrupt ({type(e).__name__}: {e}): download or copy it "
-                             f"again; partial bins removed") from None
+                             f"removed and the previous build kept (free space, or pass --out_dir elsewhere)") from None
         raise
-    for s in counts:  # atomic per file; a reader with the old bin memmapped keeps its (old) inode
-        os.replace(tmp[s], out / f"{s}.bin")
+    if out.exists():  # a reader with the old bins memmapped keeps their (old) inodes
+        os.replace(out, new.with_name(new.name + ".old"))
+    os.replace(new, out)
+    shutil.rmtree(new.with_name(new.name + ".old"), ignore_errors=True)
     if stats["empty_stories"]:
         print(f"warning: skipped {stats['empty_stories']} empty stories")
-    if stats["replaced_bytes"]:
-        print(f"warning: {stats['replaced_bytes']} invalid UTF-8 sequences replaced with U+FFFD")
-    meta = {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "pad_id": tok.pad_id,
-            "sentinel_ids": [tok.sentinel_ids.start, tok.sentinel_ids.stop], "dtype": "uint16",
-            "splits": counts, "source": src, **stats}
-    with open(meta_path.with_suffix(".json.tmp"), "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(meta_path.with_suffix(".json.tmp"), meta_path)  # last: its presence marks a complete build
     if not quiet:
         el = time.time() - t0
         for s, c in counts.items():

@@ -5,9 +5,11 @@ without them.
 
     python -m pytest -q test_export.py
 """
+import errno
 import gzip
 import json
 import os
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -255,3 +257,60 @@ def test_cli_export_check_and_lora_export(tmp_path, monkeypatch, capsys):
     run_script(monkeypatch, "lora.py", f"--export={tmp_path / 'lora.pt'}", f"--to={tmp_path / 'peft'}")
     adapter = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert adapter["r"] == 2 and adapter["lora_alpha"] == 4.0 and len(adapter["target_modules"]) == 6  # q/k/v x 2
+
+
+def test_export_never_deletes_what_it_did_not_write(tmp_path, monkeypatch, capsys):
+    """An export writes a new folder, or replaces one that an export wrote; a file, a user's folder or a training run's
+    out_dir at --to is refused in one line and left byte for byte; a full disk leaves nothing partial."""
+    m, ckpt = random_model(**LAYOUT["llama"])
+    save_checkpoint(str(tmp_path / "run" / "ckpt.pt"), m, "byte", ckpt["config"], iter_num=7)
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine too")
+    snapshot = lambda: {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    before = snapshot()
+    for to, what in [("afile", "a file"), ("mine", "a folder of files that no export wrote"),
+                     ("run", "a folder of files that no export wrote")]:
+        for write in (lambda d: export.export_hf(m, ckpt, d), lambda d: export.export_native(m, ckpt, d)):
+            with pytest.raises(SystemExit, match=f"{tmp_path / to} is {what}: nothing was written or deleted"):
+                write(str(tmp_path / to))
+    assert snapshot() == before
+    apply_lora(m, r=2, alpha=4.0, dropout=0.0)
+    save_lora(str(tmp_path / "run" / "lora.pt"), m, "byte", {}, base=str(tmp_path / "run" / "ckpt.pt"))
+    before = snapshot()
+    with pytest.raises(SystemExit, match="mine is a folder of files that no export wrote"):
+        export_lora(str(tmp_path / "run" / "lora.pt"), str(tmp_path / "mine"))
+    assert snapshot() == before
+    run_script(monkeypatch, "export.py", f"--out_dir={tmp_path / 'run'}")  # -> run/hf, then again: its own folder
+    run_script(monkeypatch, "export.py", f"--out_dir={tmp_path / 'run'}")
+    (tmp_path / "run" / "hf" / "my_eval.json").write_text("{}")  # a file of the user's in the export: kept
+    with pytest.raises(SystemExit, match="hf is a folder of files that no export wrote"):
+        run_script(monkeypatch, "export.py", f"--out_dir={tmp_path / 'run'}")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    with pytest.raises(SystemExit, match=r"could not write .*st \(disk full\): it needs about \d+ MB free there; "
+                                         r"nothing was written"):
+        export.export_native(m, ckpt, str(tmp_path / "st"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("st")]
+    with pytest.raises(SystemExit) as e:
+        run_script(monkeypatch, "export.py", "--help")
+    assert e.value.code == 0 and re.search(r"--to=''\s+the folder to write", capsys.readouterr().out)
+
+
+def test_broken_hf_folders_are_named(tmp_path):
+    """A transformers folder with its weights cut short or its tokenizer files missing: one line naming the file."""
+    small = dict(vocab_size=358, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=64)
+    write_foreign(tmp_path / "notok", "LlamaConfig", "byte", **small)
+    for f in os.listdir(tmp_path / "notok"):
+        if f.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            os.remove(tmp_path / "notok" / f)
+    with pytest.raises(SystemExit, match="notok has no tokenizer files"):
+        load_model(str(tmp_path / "notok"))
+    write_foreign(tmp_path / "cut", "LlamaConfig", "byte", **small)
+    data = (tmp_path / "cut" / "model.safetensors").read_bytes()
+    (tmp_path / "cut" / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(SystemExit, match="cut/model.safetensors is truncated or corrupt"):
+        load_model(str(tmp_path / "cut"))

@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from budget import AHEAD, END_FIT, END_LATE, Budget, pace
 from checkpoint import load_model, read_checkpoint, save_checkpoint
 from configurator import configure
 from device import autocast
+from export import export_native
 from evaluate import evaluate, known_word_rate, known_words
 from lora import (LoRALinear, apply_lora, load_lora, lora_state_dict, mark_only_lora_trainable, merge_lora, save_lora,
                   theme_share)
@@ -320,7 +322,7 @@ def test_filter_and_carved_val(tmp_path, corpus):
         prep.prepare(str(src), "none", "byte", str(tmp_path / "data"), filter="zzzz-no-match", quiet=True)
 
 
-def test_interrupted_write_leaves_nothing(tmp_path, corpus, monkeypatch):
+def test_interrupted_write_leaves_nothing_and_a_failed_rebuild_keeps_the_old_build(tmp_path, corpus, monkeypatch):
     src, _, _ = corpus
     calls = []
 
@@ -334,8 +336,21 @@ def test_interrupted_write_leaves_nothing(tmp_path, corpus, monkeypatch):
     monkeypatch.setattr(prep, "encode_stories", flaky)
     with pytest.raises(KeyboardInterrupt):
         prep.prepare(str(src), "ts", "gpt2", str(tmp_path / "data"), quiet=True)
-    out = tmp_path / "data/ts/gpt2"
-    assert sorted(p.name for p in out.iterdir()) == []  # no .bin, no .tmp, no meta.json
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]  # no .bin, no temporary, no meta.json
+    # a complete build, then rebuilds that fail (Ctrl-C, a --filter that matches nothing): the old build stays whole
+    monkeypatch.setattr(prep, "encode_stories", real)
+    prep.prepare(str(src), "ts", "gpt2", str(tmp_path / "data"), quiet=True)
+    files = lambda: {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "data").rglob("*")
+                     if p.is_file()}
+    before, calls[:] = files(), []
+    assert set(before) == {"train.bin", "val.bin", "meta.json"}
+    monkeypatch.setattr(prep, "encode_stories", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(str(src), "ts", "gpt2", str(tmp_path / "data"), force=True, quiet=True)
+    monkeypatch.setattr(prep, "encode_stories", real)
+    with pytest.raises(SystemExit, match="no stories for the train split .* matching --filter='zzz'; the previous"):
+        prep.prepare(str(src), "ts", "gpt2", str(tmp_path / "data"), filter="zzz", quiet=True)
+    assert files() == before
 
 
 def test_rerun_is_noop_and_force_rebuilds(tmp_path, corpus, capsys):
@@ -376,6 +391,31 @@ def test_local_parquet_and_jsonl(tmp_path, fmt):
     ids = np.fromfile(tmp_path / "data/tbl/gpt2/train.bin", np.uint16)
     assert split_bin(ids, tok.eot_id) == [tok.encode(s) for s in STORIES + ["padded story"]]
     assert meta["splits"]["val"]["stories"] == 2
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "parquet"])
+def test_invalid_utf8_is_replaced_and_named_the_same_in_every_format(tmp_path, fmt, capsys):
+    """One policy for every source format: each invalid UTF-8 sequence becomes U+FFFD (a genuine U+FFFD is left as
+    it is and not counted), and one warning names the file and the count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    good, bad = "A cat sat. \ufffd is a real replacement character.".encode(), b"Bad \xff\xfe bytes and \xc3 here."
+    src = tmp_path / "src"
+    src.mkdir()
+    for split in ("train", "valid"):
+        f = src / f"{split}.{fmt}"
+        if fmt == "txt":
+            f.write_bytes(b"".join(s + b"\n<|endoftext|>\n" for s in (good, bad)))
+        elif fmt == "jsonl":
+            f.write_bytes(b"".join(b'{"text": "' + s + b'"}\n' for s in (good, bad)))
+        else:
+            pq.write_table(pa.table({"text": pa.array([good, bad], pa.binary()).cast(pa.string(), safe=False)}), f)
+    prep.prepare(str(src), "u8", "byte", str(tmp_path / "data"), quiet=True)
+    out = capsys.readouterr().out
+    warnings = re.findall(r"warning: (\S+): (\d+) invalid UTF-8 sequences replaced with U\+FFFD", out)
+    assert sorted(warnings) == sorted((str(src / f"{s}.{fmt}"), "3") for s in ("train", "valid")), warnings
+    stories = bytes(np.fromfile(tmp_path / "data/u8/byte/train.bin", np.uint16).astype(np.uint8)).split(b"\x00")
+    assert stories[:2] == [good, "Bad \ufffd\ufffd bytes and \ufffd here.".encode()], stories
 
 
 def test_prepare_shipped_tinystories_excerpt(tmp_path):
@@ -979,9 +1019,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(workdir, tmp_path):
     for name in ("meta.json", "train.bin", "val.bin"):
         (workdir / "data/odd/gpt2" / name).write_bytes((workdir / "data/tinystories/gpt2" / name).read_bytes()[:1001])
     gz = (workdir / "src" / "train.txt").read_bytes()
-    (bad / "src").mkdir(exist_ok=True)
-    (bad / "src" / "train.txt.gz").write_bytes(__import__("gzip").compress(gz)[:300])
-    T, S, P = str(REPO / "train.py"), str(REPO / "sample.py"), str(REPO / "prepare.py")
+    for folder, name, data in [("src", "train.txt.gz", gzip.compress(gz)[:300]), ("notgz", "train.txt.gz", gz),
+                               ("cutjson", "train.jsonl", b'{"text": "Once upon a time."}\n{"text": "Lily sa'),
+                               ("lorarun", "lora.pt", b"")]:
+        (bad / folder).mkdir(exist_ok=True)
+        (bad / folder / name).write_bytes(data)
+    export_native(tiny(), {"tokenizer": "byte", "config": {}, "iter_num": 0}, str(bad / "st"))
+    for cut, f in (("st_trunc", "model.safetensors"), ("st_cut", "config.json")):  # a folder of ours, one file cut
+        shutil.copytree(bad / "st", bad / cut, dirs_exist_ok=True)
+        data = (bad / cut / f).read_bytes()
+        (bad / cut / f).write_bytes(data[:len(data) // 2])
+    T, S, P, E = (str(REPO / f) for f in ("train.py", "sample.py", "prepare.py", "export.py"))
     ck = lambda name: [S, f"--out_dir={bad}", f"--ckpt_name={name}"]
     cases = [  # (argv, a regex the one line must match)
         (ck("trunc.pt"), r"not a PyTorch checkpoint|truncated"),
@@ -1009,7 +1057,17 @@ def test_bad_input_is_one_line_and_leaves_nothing(workdir, tmp_path):
         ([T, *TINY, "--dataset=nobin"], r"train.bin is missing"),
         ([T, *TINY, "--dataset=odd"], r"odd size"),
         ([P, f"--source={bad / 'src'}", "--name=gz", "--tokenizer=byte", f"--out_dir={bad / 'data'}"],
-         r"truncated or corrupt"),
+         r"train.txt.gz is truncated or corrupt .*the previous build is kept"),
+        ([P, f"--source={bad / 'notgz'}", "--name=gz", "--tokenizer=byte", f"--out_dir={bad / 'data'}"],
+         r"notgz/train.txt.gz is truncated or corrupt \(BadGzipFile"),
+        ([P, f"--source={bad / 'cutjson'}", "--name=js", "--tokenizer=byte", f"--out_dir={bad / 'data'}"],
+         r"cutjson/train.jsonl is truncated or corrupt"),
+        ([S, f"--out_dir={bad / 'st_trunc'}"], r"st_trunc/model.safetensors is truncated or corrupt"),
+        ([S, f"--out_dir={bad / 'st_cut'}"], r"st_cut/config.json is not valid JSON"),
+        ([E, f"--out_dir={bad / 'lorarun'}"], r"a LoRA run's folder .*lora.py --merge=.*lora.py --export="),
+        ([T, *TINY, "--out_dir=good", "--max_iters=2"], r"good already holds ckpt.pt, best.pt of another run: "
+         r"continue it with --init_from=resume, .*--overwrite=True"),
+        ([T, *TINY, "--out_dir=good", "--init_from=resume", "--max_iters=1"], r"already max_iters=1: nothing to train"),
         *[([S, "--out_dir=good", flag], rx) for flag, rx in [
             ("--num_samples=0", "num_samples=0"), ("--top_k=-5", "top_k=-5"), ("--top_p=-0.5", "top_p=-0.5"),
             ("--top_p=1.5", "top_p=1.5"), ("--temperature=-1", "temperature=-1"),
@@ -1023,7 +1081,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(workdir, tmp_path):
         assert out.returncode != 0 and "Traceback" not in out.stderr and len(lines) == 1, (argv, out.stderr)
         assert re.search(rx, lines[0]), (argv, lines[0])
         assert "weights_only=False" not in out.stderr + out.stdout
-    assert not {p for p in set(workdir.rglob("*")) - before if p.suffix in (".tmp", ".pt", ".bin")}
+    assert not {p for p in set(workdir.rglob("*")) - before if ".tmp" in p.name or p.suffix in (".pt", ".bin")}
     assert not (workdir / "pwned").exists()
     # a missing tiktoken cache, offline (a refused proxy makes the download fail at once)
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "none"), "HTTPS_PROXY": "http://127.0.0.1:9",
@@ -1067,7 +1125,7 @@ def test_sigint_saves_then_resume_continues(workdir):
     out, err = p.communicate(timeout=60)
     assert p.returncode != 0 and "Traceback" not in err and "interrupted" in err, err
     assert hashlib.sha256((workdir / "sig" / "ckpt.pt").read_bytes()).hexdigest() == before
-    assert not list((workdir / "sig").glob("*.tmp")) and "saved sig/ckpt.pt" not in out
+    assert not list((workdir / "sig").glob("*.tmp*")) and "saved sig/ckpt.pt" not in out
 
 
 @pytest.mark.slow
@@ -1090,6 +1148,32 @@ def test_time_budget_fits_and_its_plan_repeats_exactly(workdir):
         assert losses(out) == losses(again)
     val = lambda o: re.search(rf"eval {n}: .*val loss ([\d.]+)", o.stdout)[1]
     assert "re-planned" in out.stdout or val(out) == val(again)
+
+
+@pytest.mark.slow
+def test_one_run_per_out_dir_and_a_killed_run_leaves_no_lock(workdir):
+    """A second train.py on an out_dir in use is refused in one line naming the first's pid; kill -9 of the first
+    leaves the folder free (the lock is the kernel's, and dies with the process)."""
+    args = [str(REPO / "train.py"), *TINY, "--out_dir=locked", "--eval_interval=100000"]
+    p = subprocess.Popen([sys.executable, *args, "--max_iters=100000"], cwd=workdir, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    for line in p.stdout:  # wait until it is training
+        if line.startswith("iter 3/"):
+            break
+    second = run([*args, "--max_iters=2", "--overwrite=True"], workdir, check=False)
+    assert second.returncode != 0 and f"locked is in use by another run (pid {p.pid})" in second.stderr, second.stderr
+    p.kill()
+    p.wait()
+    run([*args, "--max_iters=2", "--overwrite=True"], workdir)  # the same command, once the holder is gone
+    assert (workdir / "locked" / "ckpt.pt").exists() and not list((workdir / "locked").glob("*.tmp*"))
+
+
+@pytest.mark.slow
+def test_a_budget_shorter_than_start_up_says_what_would_work(workdir):
+    out = run([str(REPO / "train.py"), *TINY, "--out_dir=short", "--time_budget=1", "--eval_interval=100000"], workdir)
+    need = int(re.search(r"time_budget=1 s is too short here: .* the smallest budget that works on this machine is "
+                         r"~(\d+) s\. Ending now, at step 20", out.stdout)[1])
+    assert need > 1 and (workdir / "short" / "ckpt.pt").exists() and (workdir / "short" / "eval.json").exists()
 
 
 def test_budget_fits_cuts_extends_and_holds_in_its_band():
@@ -1314,8 +1398,13 @@ def test_lora_train_merge_sample_end_to_end(tmp_path, corpus, lora_threads):
     assert ckpt["lora"]["base"] == "base/ckpt.pt" and all("lora_" in k for k in ckpt["model"])
     assert (tmp_path / "out-lora/lora.pt").stat().st_size < (tmp_path / "base/ckpt.pt").stat().st_size / 2
     assert any(v.abs().sum() > 0 for k, v in ckpt["model"].items() if "lora_B" in k)  # it learned something
+    save_checkpoint(str(tmp_path / "out-lora/merged.pt"), base, "byte", {})  # a model of the user's at merged.pt
     r = run("lora.py", "--merge=out-lora/lora.pt")
-    assert r.returncode == 0 and (tmp_path / "out-lora/merged.pt").exists(), r.stderr
+    assert r.returncode != 0 and "merged.pt exists and is not an earlier merge: nothing was written" in r.stderr
+    os.remove(tmp_path / "out-lora/merged.pt")
+    for _ in range(2):  # the second merge replaces the first one's merged.pt
+        r = run("lora.py", "--merge=out-lora/lora.pt")
+        assert r.returncode == 0 and (tmp_path / "out-lora/merged.pt").exists(), r.stderr
     common = ["--temperature=0", "--num_samples=1", "--max_new_tokens=24", "--start=Once", "--device=cpu",
               "--dtype=float32"]
     a = run("sample.py", "--out_dir=base", "--lora=out-lora/lora.pt", *common)

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from batches import check_prepared, open_tokens, train_batch
 from budget import TimeBudget, phase_costs
-from checkpoint import init_model, save_checkpoint
+from checkpoint import claim_out_dir, init_model, save_checkpoint
 from configurator import configure
 from device import agree, autocast, measure_peak_flops, resolve_device, resolve_dtype
 from errors import check, one_line_errors, stop_on_signal
@@ -48,6 +48,7 @@ time_budget = 0.0           # seconds for the whole run, final evaluation includ
 word_rate_samples = 20      # at the end: stories sampled to report the share of known words (0 = off)
 eval_only = False           # score the checkpoint of init_from and write out_dir/eval.json, then exit
 init_from = "scratch"       # "scratch" | "resume" (out_dir/ckpt.pt) | path of a checkpoint to start from (LoRA)
+overwrite = False           # let a new run (not a resume) replace the checkpoints that out_dir holds
 seed = 1337
 wandb_log = False           # log to Weights & Biases (works with WANDB_MODE=offline)
 wandb_project = "nanostories"
@@ -164,6 +165,9 @@ planned = resumed and ckpt.get("budget") is not None  # a budgeted run continues
 max_iters = ckpt["max_iters"] if planned else max_iters
 if time_budget or planned:  # a budget plans (and re-plans) max_iters, and the learning rate's decay ends there
     lr_decay_iters = 0
+check(not resumed or eval_only or iter_num < max_iters, f"{out_dir}/ckpt.pt is at iter {iter_num}, already "
+      f"max_iters={max_iters}: nothing to train; raise --max_iters (and --lr_decay_iters), or score it with "
+      f"--eval_only=True")
 if lora_r > 0:
     check(ckpt is not None and not resumed, "LoRA fine-tunes a trained model: set init_from to its checkpoint path")
     from lora import apply_lora, mark_only_lora_trainable, save_lora
@@ -218,9 +222,12 @@ def schedule(it, max_iters):
     return lr, dropout if it >= dropout_on else 0.0, batch_size * (2 if it >= ramp_on else 1)
 
 
-# checkpoints: a model's (its weights and optimizer state), or LoRA's (only the adapters, as lora.pt / lora_best.pt)
+# checkpoints: a model's (its weights and optimizer state), or LoRA's (only the adapters, as lora.pt / lora_best.pt),
+# in an out_dir this run holds (one run per out_dir) and whose checkpoints it may write (no silent overwrite)
 write = partial(save_lora, base=init_from) if lora_r > 0 else partial(save_checkpoint, optimizer=optimizers)
 file_names = {"ckpt.pt": "lora.pt", "best.pt": "lora_best.pt"} if lora_r > 0 else {}
+lock = claim_out_dir(out_dir, [file_names.get(n, n) for n in ("ckpt.pt", "best.pt")], overwrite or resumed) \
+    if master_process and not eval_only else None
 
 
 def save(name, iter_num, best_val_loss, max_iters):
