@@ -93,22 +93,27 @@ class TimeBudget:
     largest=False) gives x as every DDP rank sees it (the smallest, or the largest, over ranks), so that every rank
     plans the same; log prints on the master process."""
 
-    def __init__(self, seconds, t_start, plan_iters, eval_interval, start_iter, agree, log):
+    def __init__(self, seconds, t_start, plan_iters, eval_interval, eval_tokens, final_tokens, start_iter, agree, log):
         self.seconds, self.t_start, self.plan_iters, self.eval_interval = seconds, t_start, plan_iters, eval_interval
+        self.eval_tokens, self.final_tokens = eval_tokens, final_tokens  # val targets an evaluation scores
         self.start_iter, self.agree, self.log = start_iter, agree, log
         self.plan, self.planned_at = None, None  # the Budget and its step, once planned
 
     def update(self, iter_num, step_times, max_iters, measure):
         """The max_iters to run after step iter_num - 1. step_times: the seconds of each step of this process, from
         start_iter. plan_iters steps in: plans, from the mean step of their second half (the first steps warm the
-        allocator up) and measure() -> (eval_s, save_s, final_s, phases): the seconds of an evaluation during
-        training, a checkpoint write, the end of the run, and [(first step, seconds a step costs more)] for the phases
-        ahead. From then on, every CHECK_EVERY steps: cuts or extends the plan (Budget.revise)."""
+        allocator up) and measure() -> (save_s, token_s, span_s, words_s, phases): the seconds of a checkpoint write,
+        of an evaluated token, of an evaluation's fixed part, of the known-word check, and [(first step, seconds a step
+        costs more)] for the phases ahead. An evaluation during training scores eval_tokens of val and as many of
+        train; the final one final_tokens and eval_tokens, then a write and the known-word check. From then on, every
+        CHECK_EVERY steps: cuts or extends the plan (Budget.revise)."""
         if self.plan is None:
             if iter_num - self.start_iter < self.plan_iters:
                 return max_iters
             step_s = self.agree(pace(step_times, since=len(step_times) // 2), largest=True)
-            eval_s, save_s, final_s, phases = measure()
+            save_s, token_s, span_s, words_s, phases = measure()
+            eval_s = token_s * 2 * self.eval_tokens + 2 * span_s
+            final_s = token_s * (self.final_tokens + self.eval_tokens) + 2 * span_s + save_s + words_s
             phases = [[0, 0.0]] + [[f, self.agree(x, largest=True)] for f, x in phases]  # lists: plain data
             self.plan = Budget(self.seconds, self.t_start, self.eval_interval, eval_s, save_s, final_s, phases)
             now = time.time()

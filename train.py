@@ -257,21 +257,25 @@ def pass_seconds(it, setting):
     return t
 
 
+def check_stories(n_tokens):
+    """The known-word check's word_rate_samples stories of up to n_tokens from "Once upon a time", at seed."""
+    return sample_stories(raw_model, tok, "Once upon a time", word_rate_samples, n_tokens, ctx, seed=seed)
+
+
 def plan_costs(it, best_val_loss, max_iters):
-    """The time budget's measure() at step it (budget.py), in seconds: an evaluation during training (val and train),
-    a checkpoint write (an early checkpoint, too), the end of the run (the final evaluation and write, the known-word
-    check: 16 of its 256 tokens timed, x16), and what the later phases add to a step (none measured under DDP)."""
+    """What the time budget times at step it (budget.TimeBudget.update), in seconds: a checkpoint write (an early
+    checkpoint, too), an evaluated token and the encoder-decoder's 8 fixed span batches (per evaluation), the known-word
+    check (16 of its 256 tokens, x16), and what the later phases add to a step (none measured under DDP)."""
     save_s = save("ckpt.pt", it, best_val_loss, max_iters) if master_process else 0.0
     t, small = time.time(), evaluate_split("val", 16384)
-    span_s = small.get("span_s", 0.0)  # the encoder-decoder's 8 fixed span batches: per evaluation, not per token
-    per_token, n_eval = (time.time() - t - span_s) / small["tokens"], eval_tokens or n_val_tokens
-    t = time.time()
+    span_s = small.get("span_s", 0.0)
+    token_s, t = (time.time() - t - span_s) / small["tokens"], time.time()
     if word_rate_samples and master_process:
-        sample_stories(raw_model, tok, "Once upon a time", word_rate_samples, 16, ctx, seed=seed)
-    final_s = (per_token * (min(final_eval_tokens or n_val_tokens, n_val_tokens) + n_eval) + 2 * span_s + save_s
-               + 16 * (time.time() - t) + 0.5)  # + 0.5 s: reading the train split's words
-    phases = [] if ddp else phase_costs(it, (dropout_on, ramp_on), lambda i: schedule(i, max_iters)[1:], pass_seconds)
-    return per_token * 2 * n_eval + 2 * span_s, save_s, final_s, phases
+        check_stories(16)
+    words_s = 16 * (time.time() - t) + 0.5 if word_rate_samples and master_process else 0.0  # + reading train's words
+    setting = lambda i: schedule(i, max_iters)[1:]  # (dropout rate, batch)
+    phases = [] if ddp else phase_costs(it, (dropout_on, ramp_on), setting, pass_seconds)
+    return save_s, token_s, span_s, words_s, phases
 
 
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
@@ -299,8 +303,9 @@ if wandb_log and master_process:
 # the first Ctrl-C (or SIGTERM) finishes the step, saves and exits 0; a second aborts at once, ckpt.pt as it was
 stop_signal = stop_on_signal(lambda name: log(f"\n{name}: finishing this step, then saving {out_dir} (again to abort)"))
 # the time budget plans after warmup (at least 20 steps: the first run slow): those steps are the same without it
-budget = TimeBudget(time_budget, _t_launch, max(warmup_iters, 20), eval_interval, iter_num, agree, log) \
-    if time_budget > 0 and not planned else None
+n_eval, n_final = eval_tokens or n_val_tokens, min(final_eval_tokens or n_val_tokens, n_val_tokens)  # val targets
+budget = TimeBudget(time_budget, _t_launch, max(warmup_iters, 20), eval_interval, n_eval, n_final, iter_num, agree,
+                    log) if time_budget > 0 and not planned else None
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the loop
@@ -392,8 +397,7 @@ while True:
 
 if word_rate_samples > 0 and master_process:  # "writes English", measured: see evaluate.known_word_rate
     t = time.time()
-    stories = sample_stories(raw_model, tok, "Once upon a time", word_rate_samples, 256, ctx, seed=seed)
-    val["known_words"] = known_word_rate(stories, known_words(train_path, tok))
+    val["known_words"] = known_word_rate(check_stories(256), known_words(train_path, tok))
     log(f"known words: {100 * val['known_words']:.1f}% of the words of {word_rate_samples} sampled stories occur in "
         f"the train split ({time.time() - t:.1f} s)")
 if master_process:
