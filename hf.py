@@ -6,9 +6,10 @@ map onto its names, its config and tokenizer (export.py writes them); read_dir r
   RoPE + RMSNorm + SwiGLU / GEGLU -> LlamaForCausalLM (silu / gelu): c_attn splits into q/k/v rows, no per-head
                                      permutation (our half-split RoPE is HF's rotate_half); c_fc into gate / up
   RoPE + LayerNorm + GELU         -> GPTNeoXForCausalLM(use_parallel_residual=False), query_key_value per head
-The encoder-decoder has none (T5's positions are relative buckets). The vocab is the tokenizer's (50,257, not the
-padded 50,304); an out_vocab head exports as the full untied lm_head it stands for. transformers is imported inside
-the functions that need it: training never does.
+  encoder-decoder with T5 buckets -> T5ForConditionalGeneration (ByT5Tokenizer): RMSNorm, no biases, untied; T5 does
+                                     not scale q.k, so 1/sqrt(head size) folds into q; ids move to ByT5's (byt5_ids)
+The vocab is the tokenizer's (50,257, not the padded 50,304); an out_vocab head exports as the full untied lm_head it
+stands for. transformers is imported inside the functions that need it: training never does.
 """
 import errno
 import json
@@ -18,13 +19,15 @@ from dataclasses import asdict
 
 import torch
 
-from model import GPT, MLP, GPTConfig
+from model import GPT, MLP, MLPS, GPTConfig
 from tokenizer import NAMES, get_tokenizer
 
 LAYOUTS = {(False, "layernorm", "gelu"): "gpt2", (True, "rmsnorm", "swiglu"): "llama",
            (True, "rmsnorm", "geglu"): "llama", (True, "layernorm", "gelu"): "gpt_neox"}
 SUPPORTED = ("decoders with learned wpe + LayerNorm + GELU (GPT-2), RoPE + RMSNorm + SwiGLU or GEGLU (LLaMA), or "
-             "RoPE + LayerNorm + GELU (GPT-NeoX)")
+             "RoPE + LayerNorm + GELU (GPT-NeoX); encoder-decoders with rel_buckets, RMSNorm, bias=False and "
+             "tie_weights=False (T5)")
+T5_MLP = {"geglu": "gated-gelu_python", "geglu_tanh": "gated-gelu", "swiglu": "gated-silu", "gelu": "gelu_python"}
 # per layout: HF's block prefix, {our block module: (HF modules, how our tensor maps)}, {our top module: HF's}.
 # "T": transposed (GPT-2's Conv1D); "chunk": rows split evenly, in order; "heads": q|k|v rows regrouped per head
 _B = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
@@ -44,20 +47,63 @@ HF = {
 
 
 def layout_of(config: GPTConfig) -> str:
-    """'gpt2' | 'llama' | 'gpt_neox': the transformers model_type that computes this architecture exactly.
+    """'gpt2' | 'llama' | 'gpt_neox' | 't5': the transformers model_type that computes this architecture exactly.
     SystemExit naming the supported combinations (and --format=nanostories) for any other."""
-    if config.arch != "decoder" or (config.rope, config.norm, config.mlp) not in LAYOUTS:
-        raise SystemExit(f"no transformers class computes arch={config.arch}, rope={config.rope}, norm={config.norm}, "
-                         f"mlp={config.mlp}: supported are {SUPPORTED}; export any model with --format=nanostories")
-    return LAYOUTS[(config.rope, config.norm, config.mlp)]
+    c = config
+    if c.arch == "encoder_decoder" and c.rel_buckets and c.norm == "rmsnorm" and not c.bias and not c.tie_weights \
+            and c.mlp in T5_MLP:
+        return "t5"
+    if c.arch != "decoder" or c.rel_buckets or (c.rope, c.norm, c.mlp) not in LAYOUTS:
+        raise SystemExit(f"no transformers class computes arch={c.arch}, rope={c.rope}, rel_buckets={c.rel_buckets}, "
+                         f"norm={c.norm}, mlp={c.mlp}, bias={c.bias}, tie_weights={c.tie_weights}: supported are "
+                         f"{SUPPORTED}; export any model with --format=nanostories")
+    return LAYOUTS[(c.rope, c.norm, c.mlp)]
 
 
-def module_pairs(layout: str, n_layer: int) -> list:
+def module_pairs(layout: str, c: GPTConfig) -> list:
     """[(our module, [HF modules], kind)] for every module but the token embedding and lm_head."""
+    if layout == "t5":
+        return t5_pairs(c)
     prefix, block, top = HF[layout]
     return [(f"transformer.h.{i}.{m}", [prefix.format(i) + h for h in hs], kind)
-            for i in range(n_layer) for m, (hs, kind) in block.items()] + \
+            for i in range(c.n_layer) for m, (hs, kind) in block.items()] + \
         [(m, [h], "") for m, h in top.items() if m != "transformer.wte"]
+
+
+def t5_pairs(c: GPTConfig) -> list:
+    """module_pairs of T5: per stack our block's modules -> the sublayers T5 numbers 0 (self-attention), 1 (the
+    decoder's cross-attention), then the MLP; each stack's bucket table sits in its block 0, as T5 keeps it."""
+    attn = lambda n, kind, qkv: ([f"layer.{n}.{kind}.{x}" for x in qkv], "chunk")
+    mlp = lambda n: {f"ln_2": ([f"layer.{n}.layer_norm"], ""), "mlp.c_proj": ([f"layer.{n}.DenseReluDense.wo"], ""),
+                     "mlp.c_fc": ([f"layer.{n}.DenseReluDense.{w}" for w in (("wi_0", "wi_1") if MLPS[c.mlp][1]
+                                                                               else ("wi",))], "chunk")}
+    self_attn = {"ln_1": (["layer.0.layer_norm"], ""), "attn.c_attn": attn(0, "SelfAttention", "qkv"),
+                 "attn.c_proj": (["layer.0.SelfAttention.o"], "")}
+    enc = {**self_attn, **mlp(1)}
+    dec = {**self_attn, "ln_x": (["layer.1.layer_norm"], ""), "xattn.c_q": attn(1, "EncDecAttention", "q"),
+           "xattn.c_kv": attn(1, "EncDecAttention", "kv"), "xattn.c_proj": (["layer.1.EncDecAttention.o"], ""),
+           **mlp(2)}
+    pairs = [(f"transformer.{ours}.{i}.{m}", [f"{stack}.block.{i}.{h}" for h in hs], kind)
+             for ours, stack, n, block in (("enc_h", "encoder", c.n_enc_layer, enc), ("h", "decoder", c.n_layer, dec))
+             for i in range(n) for m, (hs, kind) in block.items()]
+    return pairs + [("transformer.enc_ln_f", ["encoder.final_layer_norm"], ""),
+                    ("transformer.ln_f", ["decoder.final_layer_norm"], ""),
+                    ("transformer.enc_rel_bias", ["encoder.block.0.layer.0.SelfAttention.relative_attention_bias"], ""),
+                    ("transformer.rel_bias", ["decoder.block.0.layer.0.SelfAttention.relative_attention_bias"], "")]
+
+
+def byt5_ids():
+    """(384,) long: for each id of ByT5's tokenizer, our byte tokenizer's id, -1 for its unk and the extra ids past our
+    sentinels. ByT5 puts pad 0, eos 1, unk 2 in front of the bytes (b -> b + 3), its extra ids <extra_id_k> above
+    them: ours are PAD, EOT, bytes, sentinel k."""
+    from transformers import ByT5Tokenizer
+    hf, tok = ByT5Tokenizer(), get_tokenizer("byte")
+    ids = torch.full((len(hf),), -1)
+    ids[hf.pad_token_id], ids[hf.eos_token_id] = tok.pad_id, tok.eot_id
+    ids[hf.offset:hf.offset + 256] = torch.arange(256)
+    for k, i in enumerate(tok.sentinel_ids):
+        ids[hf.convert_tokens_to_ids(f"<extra_id_{k}>")] = i
+    return ids
 
 
 def split(t, kind, n, n_head):
@@ -80,6 +126,13 @@ def hf_config(model: GPT, tok):
     import transformers
     c, layout = model.config, layout_of(model.config)
     hidden = model.transformer.h[0].mlp.c_proj.in_features  # the MLP width model.MLP chose
+    if layout == "t5":  # ByT5's ids: pad 0 is also the decoder's start, as our PAD is
+        return transformers.T5Config(vocab_size=len(byt5_ids()), d_model=c.n_embd, d_kv=c.n_embd // c.n_head,
+                                     d_ff=hidden, num_layers=c.n_enc_layer, num_decoder_layers=c.n_layer,
+                                     num_heads=c.n_head, relative_attention_num_buckets=c.rel_buckets,
+                                     relative_attention_max_distance=c.rel_max_distance, dropout_rate=0.0,
+                                     layer_norm_epsilon=1e-6, feed_forward_proj=T5_MLP[c.mlp], pad_token_id=0,
+                                     tie_word_embeddings=False, eos_token_id=1, decoder_start_token_id=0)
     ids = dict(vocab_size=c.vocab_size, bos_token_id=None, eos_token_id=tok.eot_id, tie_word_embeddings=c.tie_weights
                and not c.out_vocab, pad_token_id=tok.eot_id if tok.pad_id is None else tok.pad_id)
     if layout == "gpt2":
@@ -99,12 +152,20 @@ def hf_config(model: GPT, tok):
 def hf_state_dict(model: GPT) -> dict:
     """Our weights under HF's names, vocab cut to vocab_size. An out_vocab head becomes the full head it stands for:
     row kept_ids[k] = lm_head.weight[kept_ids[k]], every other row = `other` (model.GPT.forward)."""
-    c, sd, out = model.config, model.state_dict(), {}
-    for ours, names, kind in module_pairs(layout_of(c), c.n_layer):
+    c, sd, out, layout = model.config, model.state_dict(), {}, layout_of(model.config)
+    for ours, names, kind in module_pairs(layout, c):
         for p in ("weight", "bias"):
             if f"{ours}.{p}" in sd:
                 out.update(zip([f"{n}.{p}" for n in names], split(sd[f"{ours}.{p}"], kind, len(names), c.n_head)))
-    out[HF[layout_of(c)][2]["transformer.wte"] + ".weight"] = sd["transformer.wte.weight"][:c.vocab_size].clone()
+    if layout == "t5":  # q.k unscaled in T5; rows moved to ByT5's ids, zero for the ids we do not have
+        for k in out:
+            out[k] = out[k] * (c.n_embd // c.n_head) ** -0.5 if k.endswith(".q.weight") else out[k]
+        ids = byt5_ids()
+        rows = lambda w: torch.where((ids >= 0)[:, None], w[ids.clamp(min=0)], 0.0)
+        emb = rows(sd["transformer.wte.weight"])
+        return {**out, "shared.weight": emb, "encoder.embed_tokens.weight": emb, "decoder.embed_tokens.weight": emb,
+                "lm_head.weight": rows(sd["lm_head.weight"])}
+    out[HF[layout][2]["transformer.wte"] + ".weight"] = sd["transformer.wte.weight"][:c.vocab_size].clone()
     out["lm_head.weight"] = sd["lm_head.weight"][:c.vocab_size].clone()
     if c.out_vocab:
         out["lm_head.weight"] = model.other.detach()[None].repeat(c.vocab_size, 1)
@@ -203,6 +264,8 @@ def read_dir(path: str, device="cpu") -> dict:
             sd["lm_head.weight"] = sd["transformer.wte.weight"]  # stored once by export_native
         return {**meta, "model": sd, "optimizer": None}
     layout = cfg["model_type"]
+    if layout == "t5":
+        return _read_t5(path, meta, device)
     if layout not in HF:
         raise SystemExit(f"{path}: model_type {layout!r} is not supported; supported are gpt2, llama, gpt_neox "
                          f"configs that match model.py: {SUPPORTED}")
@@ -217,7 +280,7 @@ def read_dir(path: str, device="cpu") -> dict:
     with torch.device("meta"):  # our tensors' names and shapes, no memory
         want = GPT(config).state_dict()
     sd = {}
-    for ours, names, kind in module_pairs(layout, config.n_layer):
+    for ours, names, kind in module_pairs(layout, config):
         for k in (f"{ours}.weight", f"{ours}.bias"):
             if k in want:
                 ts = [weights.pop(n + k[len(ours):], None) for n in names]
@@ -230,6 +293,43 @@ def read_dir(path: str, device="cpu") -> dict:
     left = [k for k, t in weights.items() if t.any()]  # what remains must be zero biases that bias=False drops
     if left:
         raise SystemExit(f"{path}: weights {left[:3]} have no place in model.py's {layout} layout")
+    return {"model": {k: v.to(device) for k, v in sd.items()}, "model_args": asdict(config), "tokenizer": tok.name,
+            "config": meta.get("config", {"init_from": path}), "iter_num": meta.get("iter_num", 0),
+            "best_val_loss": meta.get("best_val_loss"), "optimizer": None}
+
+
+def _read_t5(path: str, meta: dict, device) -> dict:
+    """read_dir of a T5ForConditionalGeneration folder with ByT5's tokenizer (ours, or anyone's whose config model.py
+    computes: heads that span d_model, untied embeddings, RMSNorm eps 1e-6, a gated or plain GELU / SiLU MLP)."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, logging
+    logging.set_verbosity_error()  # transformers 5 warns that it keeps an untied lm_head untied
+    kind = json.load(open(os.path.join(path, "tokenizer_config.json"))).get("tokenizer_class") \
+        if os.path.exists(os.path.join(path, "tokenizer_config.json")) else None
+    if kind != "ByT5Tokenizer":
+        raise SystemExit(f"{path}: a T5 folder is read with ByT5's byte tokenizer (tokenizer_config.json: "
+                         f"ByT5Tokenizer), this one has {kind or 'none'}; ours map only onto ByT5's ids")
+    hf, tok, ids = AutoConfig.from_pretrained(path), get_tokenizer("byte"), byt5_ids()
+    mlp = {v: k for k, v in T5_MLP.items()}.get(hf.feed_forward_proj)
+    want = {"d_kv x num_heads": (hf.d_kv * hf.num_heads, hf.d_model), "tie_word_embeddings": (  # T5 v1.1's
+            getattr(hf, "scale_decoder_outputs", hf.tie_word_embeddings), False), "layer_norm_epsilon": (hf.layer_norm_epsilon, 1e-6), "vocab_size": (hf.vocab_size, len(ids)),
+            "feed_forward_proj": (hf.feed_forward_proj, hf.feed_forward_proj if mlp else ", ".join(T5_MLP.values()))}
+    bad = [f"{k}={have!r} (needs {need!r})" for k, (have, need) in want.items() if have != need]
+    if bad:
+        raise SystemExit(f"{path}: this t5 config is not one model.py computes: {'; '.join(bad)}")
+    ours = meta.get("model_args", {})  # an export of ours keeps what T5's config has no field for
+    kept = {k: ours[k] for k in ("block_size", "tgt_len", "dec_prefix") if k in ours}
+    config = GPTConfig(arch="encoder_decoder", n_enc_layer=hf.num_layers, n_layer=hf.num_decoder_layers,
+                       n_embd=hf.d_model, n_head=hf.num_heads, mlp=mlp, norm="rmsnorm", bias=False, tie_weights=False,
+                       mlp_hidden=0 if hf.d_ff == MLP(GPTConfig(n_embd=hf.d_model, n_head=hf.num_heads, mlp=mlp))
+                       .c_proj.in_features else hf.d_ff, rel_buckets=hf.relative_attention_num_buckets,
+                       rel_max_distance=hf.relative_attention_max_distance, vocab_size=tok.vocab_size,
+                       pad_id=tok.pad_id, **{"block_size": 512, **kept})
+    weights, hs = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32).state_dict(), hf.d_kv
+    sd = {f"{ours}.weight": join([weights[f"{n}.weight"] * (hs ** 0.5 if n.endswith(".q") else 1.0) for n in names],
+                                 kind, config.n_head) for ours, names, kind in t5_pairs(config)}
+    for ours, theirs in (("transformer.wte", "shared"), ("lm_head", "lm_head")):
+        sd[f"{ours}.weight"] = torch.zeros(config.padded_vocab, config.n_embd)
+        sd[f"{ours}.weight"][ids[ids >= 0]] = weights[f"{theirs}.weight"][ids >= 0]
     return {"model": {k: v.to(device) for k, v in sd.items()}, "model_args": asdict(config), "tokenizer": tok.name,
             "config": meta.get("config", {"init_from": path}), "iter_num": meta.get("iter_num", 0),
             "best_val_loss": meta.get("best_val_loss"), "optimizer": None}

@@ -32,7 +32,7 @@ from checkpoint import load_model, read_checkpoint, save_checkpoint
 from configurator import configure
 from errors import one_line_errors
 from evaluate import sample_stories
-from hf import HF, layout_of, split, write_dir
+from hf import layout_of, module_pairs, split, write_dir
 
 
 class LoRALinear(nn.Module):
@@ -183,26 +183,27 @@ def export_lora(adapter_path: str, to: str, base: str = ""):
     """A lora.py adapter (lora.pt) -> peft's adapter_config.json + adapter_model.safetensors, so that
     PeftModel.from_pretrained(<export_hf of its base>, to) computes base + adapter and merge_and_unload() our merge.
     peft's lora_A (r, in) and lora_B (out, r) are ours; GPT-2's Conv1D takes them as they are (fan_in_fan_out), a
-    split module (LLaMA's q/k/v_proj, gate/up_proj) gets our one A and its rows of B. base: where the base moved."""
+    split module (LLaMA's q/k/v_proj, T5's q/k/v, gate/up_proj, wi_0/wi_1) gets our one A and its rows of B; T5's q
+    rows of B take the 1/sqrt(head size) its q carries. base: where the base moved."""
     import peft
     from safetensors.torch import save_file
     adapter = read_checkpoint(adapter_path, want="lora")  # SystemExit, saying what the file is, for anything else
     model, ckpt = load_model(base or adapter["lora"]["base"])
-    layout, s = layout_of(model.config), adapter["lora"]
+    c, s = model.config, adapter["lora"]
+    layout, hs = layout_of(c), c.n_embd // c.n_head
     load_lora(model, adapter_path, ckpt["tokenizer"])
-    prefix, block, _ = HF[layout]
+    pairs = {ours: (names, kind) for ours, names, kind in module_pairs(layout, c)}
     tensors, targets = {}, []
     for name, m in model.named_modules():
-        if isinstance(m, LoRALinear):  # transformer.h.{i}.{module}: apply_lora never adapts lm_head
-            i, mod = name.split(".", 3)[2:]
-            names, kind = block[mod]
-            for n, b in zip(names, split(m.lora_B.detach(), "" if kind == "T" else kind, len(names),
-                                         model.config.n_head)):
-                targets.append(prefix.format(i) + n)  # full names: peft adapts exactly these modules
-                tensors.update({f"base_model.model.{targets[-1]}.lora_A.weight": m.lora_A.detach().clone(),
-                                f"base_model.model.{targets[-1]}.lora_B.weight": b})
+        if isinstance(m, LoRALinear):  # apply_lora never adapts lm_head
+            names, kind = pairs[name]
+            for n, b in zip(names, split(m.lora_B.detach(), "" if kind == "T" else kind, len(names), c.n_head)):
+                targets.append(n)  # full names: peft adapts exactly these modules
+                tensors.update({f"base_model.model.{n}.lora_A.weight": m.lora_A.detach().clone(),
+                                f"base_model.model.{n}.lora_B.weight": b * hs ** -0.5 if n.endswith(".q") else b})
     config = peft.LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=s["dropout"], target_modules=targets,
-                             fan_in_fan_out=layout == "gpt2", bias="none", task_type="CAUSAL_LM")
+                             fan_in_fan_out=layout == "gpt2", bias="none",
+                             task_type="SEQ_2_SEQ_LM" if layout == "t5" else "CAUSAL_LM")
 
     def fill(d):
         config.save_pretrained(d)

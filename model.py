@@ -15,6 +15,7 @@ hs head size, V vocab. Units: losses are in nats per predicted token.
 import inspect
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -26,7 +27,8 @@ from speedups import LinearCrossEntropy, Muon
 
 # the MLP's activation and whether it is gated (a gate half times an up half of c_fc), per GPTConfig.mlp: a new entry
 # says both, so adding e.g. ReLU^2 does not make a gated, 8/3-wide MLP by accident
-MLPS = {"gelu": (F.gelu, False), "swiglu": (F.silu, True), "geglu": (F.gelu, True)}
+MLPS = {"gelu": (F.gelu, False), "swiglu": (F.silu, True), "geglu": (F.gelu, True),
+        "geglu_tanh": (partial(F.gelu, approximate="tanh"), True)}  # T5 v1.1 / ByT5's "gated-gelu"
 
 
 @dataclass
@@ -40,9 +42,12 @@ class GPTConfig:
     bias: bool = True            # biases in Linear and LayerNorm layers (GPT-2: True; LLaMA: False)
     rope: bool = False           # rotary position embeddings instead of the learned wpe table
     rope_theta: float = 10000.0  # RoPE base wavelength (the paper's 10000)
+    rel_buckets: int = 0         # > 0: T5's relative position buckets instead (32 in T5): a learned bias per head and
+    rel_max_distance: int = 128  # bucket, one table per stack; distances past rel_max_distance share the last bucket
     tie_weights: bool = True     # share wte and lm_head (saves V*C parameters)
     norm: str = "layernorm"      # "layernorm" | "rmsnorm"
-    mlp: str = "gelu"            # "gelu" (4*C hidden) | "swiglu" | "geglu" (gated, 8/3*C hidden rounded to 64)
+    mlp: str = "gelu"            # a row of MLPS: "gelu" (4*C hidden) | gated, 8/3*C hidden rounded to 64: "swiglu",
+    #                              "geglu", "geglu_tanh" (T5 v1.1 / ByT5: the tanh form of GELU)
     mlp_hidden: int = 0          # MLP hidden width; 0 = the default of the chosen mlp
     arch: str = "decoder"        # "decoder" | "encoder_decoder"
     n_enc_layer: int = 0         # encoder layers (encoder_decoder only; ByT5 uses 3x the decoder depth)
@@ -60,6 +65,8 @@ class GPTConfig:
         assert self.arch == "decoder" or self.n_enc_layer > 0, "encoder_decoder needs n_enc_layer > 0"
         assert self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
         assert not self.rope or (self.n_embd // self.n_head) % 2 == 0, "RoPE needs an even head size"
+        assert not (self.rope and self.rel_buckets), "positions are rope or rel_buckets (T5), not both"
+        assert self.rel_buckets in (0,) or self.rel_buckets >= 4, f"rel_buckets={self.rel_buckets}: 0 (off) or >= 4"
         assert 0 <= self.dec_prefix < self.tgt_len, f"dec_prefix={self.dec_prefix} must be in [0, tgt_len)"
 
     @property
@@ -80,6 +87,23 @@ def rope_cache(config):
     inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hs, 2).float() / hs))  # (hs/2,)
     angles = torch.outer(torch.arange(config.block_size).float(), inv_freq)        # (block_size, hs/2)
     return angles.cos(), angles.sin()
+
+
+def relative_buckets(rel, bidirectional: bool, num_buckets: int, max_distance: int):
+    """T5's bucket of each relative position rel = key position - query position (a long tensor; Raffel et al. 2020,
+    arXiv 1910.10683, section 2.1, after Mesh TensorFlow): bidirectional (an encoder) gives half the buckets to keys
+    after the query; a causal stack sees only keys at or before it. Of the rest, half are exact distances 0, 1, ...;
+    the others grow logarithmically up to max_distance, and every longer distance shares the last one."""
+    n, bucket = num_buckets, torch.zeros_like(rel)
+    if bidirectional:
+        n //= 2
+        bucket = (rel > 0).long() * n
+        rel = rel.abs()
+    else:
+        rel = (-rel).clamp(min=0)
+    exact = n // 2
+    far = exact + (torch.log(rel.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (n - exact)).long()
+    return bucket + torch.where(rel < exact, rel, far.clamp(max=n - 1))
 
 
 def apply_rope(x, cos, sin):
@@ -105,9 +129,10 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rope=None, mem=None, mem_mask=None, cache=None, pos=0):
-        """x (B, T, C) -> (B, T, C). rope: (cos, sin) of this call's positions; mem (B, S, C) the encoder output and
-        mem_mask (B, 1, 1, S) True where a key may be attended (cross-attention; also the encoder's self-attention
-        mask). cache: this layer's dict of keys/values for generate; pos: absolute position of x[:, 0]."""
+        """x (B, T, C) -> (B, T, C). rope: (cos, sin) of this call's positions; mem (B, S, C) the encoder output.
+        mem_mask: the attention mask, True where a key may be attended ((B, 1, 1, S): padding) or a float bias added
+        to the scores ((1 or B, nh, T, S): T5's relative positions, -inf where masked); None: all keys, or causal.
+        cache: this layer's dict of keys/values for generate; pos: absolute position of x[:, 0]."""
         B, T, C = x.size()
         heads = lambda t: t.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, L, C) -> (B, nh, L, hs)
         if self.cross:
@@ -132,7 +157,10 @@ class Attention(nn.Module):
         # a single new token may see every cached key, so the causal mask is only needed when T > 1. No dropout on
         # the attention weights (unlike GPT-2): with it, SDPA leaves its fused CPU kernel for the math path, which
         # builds (B, nh, T, S) fp32 weights and a Bernoulli mask per layer; dropout stays on the residual branches
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mem_mask, is_causal=self.causal and T > 1)
+        if mem_mask is not None and mem_mask.is_floating_point():
+            mem_mask = mem_mask.to(q.dtype)  # a bias: SDPA adds it in the dtype of the scores
+        causal = self.causal and T > 1 and mem_mask is None  # a float mask carries its causal part itself
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mem_mask, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -171,9 +199,8 @@ class Block(nn.Module):
             self.ln_x, self.xattn = make_norm(config), Attention(config, causal=False, cross=True)
         self.ln_2, self.mlp = make_norm(config), MLP(config)
 
-    def forward(self, x, rope=None, mem=None, mem_mask=None, cache=None, pos=0):
-        # encoder blocks mask the padding keys of their own input; decoder self-attention is causal instead
-        self_mask = None if self.attn.causal else mem_mask
+    def forward(self, x, rope=None, self_mask=None, mem=None, mem_mask=None, cache=None, pos=0):
+        """self_mask: the stack's self-attention mask (GPT._self_mask); mem_mask: the cross-attention's (padding)."""
         x = x + self.attn(self.ln_1(x), rope, None, self_mask, cache["self"] if cache else None, pos)
         if hasattr(self, "xattn"):
             x = x + self.xattn(self.ln_x(x), None, mem, mem_mask, cache["cross"] if cache else None)
@@ -198,11 +225,15 @@ class GPT(nn.Module):
             cos, sin = rope_cache(config)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        elif config.rel_buckets:  # T5: (buckets, nh) biases, added in every layer of the stack (as T5 shares them)
+            self.transformer.rel_bias = nn.Embedding(config.rel_buckets, config.n_head)
         else:
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         if enc_dec:
             self.transformer.enc_h = nn.ModuleList([Block(config, causal=False) for _ in range(config.n_enc_layer)])
             self.transformer.enc_ln_f = make_norm(config)
+            if config.rel_buckets:
+                self.transformer.enc_rel_bias = nn.Embedding(config.rel_buckets, config.n_head)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight  # one tensor, two names
@@ -233,16 +264,30 @@ class GPT(nn.Module):
         x, rope = self.transformer.wte(idx), None
         if self.config.rope:
             rope = (self.rope_cos[pos:pos + T], self.rope_sin[pos:pos + T])
-        else:
+        elif not self.config.rel_buckets:
             x = x + self.transformer.wpe(torch.arange(pos, pos + T, device=idx.device))
         return self.transformer.drop(x), rope
 
-    def _run(self, blocks, x, rope, mem=None, mem_mask=None, cache=None, pos=0):
+    def _self_mask(self, table, T, causal, pos=0, pad=None):
+        """A stack's self-attention mask for queries at positions pos..pos+T-1 over keys 0..pos+T-1. Without relative
+        buckets: None for the decoder (causal inside SDPA), pad (the encoder's padding mask (B, 1, 1, S), or None) for
+        the encoder. With them: the bias (1 or B, nh, T, pos+T) of each query-key distance from table (the stack's
+        rel_bias), -inf on padding keys and, if causal, on future ones; a cached step gets its positions' bias."""
+        if not self.config.rel_buckets:
+            return None if causal else pad
+        keys = torch.arange(pos + T, device=table.weight.device)
+        rel = keys[None, :] - keys[pos:, None]  # (T, pos+T): key position - query position
+        bias = table(relative_buckets(rel, not causal, self.config.rel_buckets, self.config.rel_max_distance))
+        bias = bias.permute(2, 0, 1)[None]  # (T, S, nh) -> (1, nh, T, S)
+        bias = bias.masked_fill(rel > 0, float("-inf")) if causal else bias
+        return bias if pad is None else bias.masked_fill(~pad, float("-inf"))
+
+    def _run(self, blocks, x, rope, self_mask, mem=None, mem_mask=None, cache=None, pos=0):
         for i, block in enumerate(blocks):
             if self.config.grad_checkpoint and self.training:  # keep only block inputs; recompute the rest
-                x = checkpoint(block, x, rope, mem, mem_mask, use_reentrant=False)
+                x = checkpoint(block, x, rope, self_mask, mem, mem_mask, use_reentrant=False)
             else:
-                x = block(x, rope, mem, mem_mask, cache["layers"][i] if cache else None, pos)
+                x = block(x, rope, self_mask, mem, mem_mask, cache["layers"][i] if cache else None, pos)
         return x
 
     def encode(self, src):
@@ -251,7 +296,8 @@ class GPT(nn.Module):
         mask = (src != self.config.pad_id)[:, None, None, :]
         mask = None if bool(mask.all()) else mask
         x, rope = self._embed(src)
-        return self.transformer.enc_ln_f(self._run(self.transformer.enc_h, x, rope, None, mask)), mask
+        self_mask = self._self_mask(getattr(self.transformer, "enc_rel_bias", None), src.size(1), False, pad=mask)
+        return self.transformer.enc_ln_f(self._run(self.transformer.enc_h, x, rope, self_mask)), mask
 
     def forward(self, idx, targets=None, src=None, cache=None, return_logits=True):
         """idx (B, T) ids -> (logits (B, T, vocab_size), loss), nanoGPT's contract. loss: mean cross-entropy in nats
@@ -272,7 +318,8 @@ class GPT(nn.Module):
                 if cache:
                     cache["mem"] = (mem, mem_mask)
         x, rope = self._embed(idx, pos)
-        x = self.transformer.ln_f(self._run(self.transformer.h, x, rope, mem, mem_mask, cache, pos))
+        self_mask = self._self_mask(getattr(self.transformer, "rel_bias", None), idx.size(1), True, pos)
+        x = self.transformer.ln_f(self._run(self.transformer.h, x, rope, self_mask, mem, mem_mask, cache, pos))
         if cache:
             cache["pos"] = pos + idx.size(1)
         if targets is not None and not return_logits:

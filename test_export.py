@@ -128,7 +128,7 @@ def test_out_vocab_head_is_an_ordinary_full_vocab_head():
     x, y = torch.randint(0, 358, (2, 40)), torch.randint(0, 358, (2, 40))
     y[0, :3] = -1
     assert unseen[y.clamp(min=0)].any()  # some targets are unseen ids: their -log p(id) = logZ - other.x
-    h = m.transformer.ln_f(m._run(m.transformer.h, *m._embed(x)))
+    h = m.transformer.ln_f(m._run(m.transformer.h, *m._embed(x), None))
     with torch.no_grad():
         assert (m(x)[0] - h @ head.t()).abs().max() <= TOL
     _, loss = m(x, y, return_logits=False)  # the fused K+1-row loss
@@ -314,3 +314,67 @@ def test_broken_hf_folders_are_named(tmp_path):
     (tmp_path / "cut" / "model.safetensors").write_bytes(data[:len(data) // 2])
     with pytest.raises(SystemExit, match="cut/model.safetensors is truncated or corrupt"):
         load_model(str(tmp_path / "cut"))
+
+
+T5 = dict(arch="encoder_decoder", n_enc_layer=2, rel_buckets=8, rel_max_distance=20, norm="rmsnorm", bias=False,
+          tie_weights=False, tgt_len=32, dec_prefix=8)
+
+
+@pytest.mark.parametrize("mlp", ["geglu", "geglu_tanh", "swiglu"])
+def test_t5_export_equals_ours_generates_the_same_and_imports_back(tmp_path, mlp):
+    """The encoder-decoder with T5 buckets as T5ForConditionalGeneration + ByT5Tokenizer: equal logits on our ids with
+    padded sources, HF's greedy continuation equal to ours, and the folder read back to the same model."""
+    m, ckpt = random_model(mlp=mlp, **T5)
+    for t in (m.transformer.rel_bias, m.transformer.enc_rel_bias):
+        torch.nn.init.normal_(t.weight, std=1.0)  # a bias far from its small init: a wrong bucket shows
+    export.export_hf(m, ckpt, str(tmp_path / "t5"))
+    assert json.loads((tmp_path / "t5" / "config.json").read_text())["model_type"] == "t5"
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path / "t5")
+    text = "Once upon a time, Lily said: “Naïve café!” 東京 🐉"
+    assert type(hf_tok).__name__ == "ByT5Tokenizer" and hf_tok(text, add_special_tokens=False).input_ids == [
+        b + 3 for b in text.encode()]  # ByT5's ids: our bytes + 3
+    r = export.compare_t5(m, get_tokenizer("byte"), str(tmp_path / "t5"))
+    assert r["max_dlogit"] <= TOL and r["greedy_same"] == r["greedy_n"] == 32 - 1 - 8, r
+    back, ck = load_model(str(tmp_path / "t5"))
+    src, dec = torch.randint(0, 256, (2, 64)), torch.randint(0, 256, (2, 32))
+    src[0, 40:] = 257  # padding
+    with torch.no_grad():
+        assert back.config == m.config and torch.equal(back(dec, src=src)[0], m(dec, src=src)[0])
+    assert ck["tokenizer"] == "byte" and ck["iter_num"] == 7
+
+
+def test_foreign_t5_folder_imports_with_equal_logits_and_lora_exports_to_peft(tmp_path):
+    """A T5 (ByT5 tokenizer) that transformers made, not this repo: read as our encoder-decoder with HF's logits;
+    then a LoRA adapter on it exported for peft computes what ours does."""
+    import transformers
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(vocab_size=384, d_model=32, d_kv=16, d_ff=48, num_layers=2, num_decoder_layers=1,
+                                num_heads=2, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                                feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0)
+    hf = transformers.T5ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        hf.shared.weight.mul_(0.1)  # T5 initialises its embedding at std 1: logits of ~10, where fp32 sums differ
+    hf.save_pretrained(tmp_path / "byt5")
+    transformers.ByT5Tokenizer().save_pretrained(tmp_path / "byt5")
+    ours, ck = load_model(str(tmp_path / "byt5"))
+    assert ours.config.mlp == "geglu_tanh" and ours.config.n_layer == 1 and ck["tokenizer"] == "byte"
+    src, dec = torch.randint(0, 256, (2, 20)), torch.randint(0, 256, (2, 12))
+    to_hf = lambda t: t + 3  # bytes only here: ByT5's id is the byte + 3
+    with torch.no_grad():
+        theirs = hf(input_ids=to_hf(src), decoder_input_ids=to_hf(dec)).logits[..., 3:259]
+        assert (ours(dec, src=src)[0][..., :256] - theirs).abs().max() <= TOL
+    save_checkpoint(str(tmp_path / "base.pt"), ours, "byte", {}, iter_num=1)
+    apply_lora(ours, r=4, alpha=8.0, dropout=0.0, targets=("c_attn", "c_q", "c_kv", "mlp.c_fc"))
+    with torch.no_grad():
+        for n, p in ours.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0.0, 0.1)
+    save_lora(str(tmp_path / "lora.pt"), ours, "byte", {}, base=str(tmp_path / "base.pt"))
+    export_lora(str(tmp_path / "lora.pt"), str(tmp_path / "peft"))
+    pm = peft.PeftModel.from_pretrained(transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "byt5"),
+                                        str(tmp_path / "peft")).eval()
+    with torch.no_grad():
+        theirs = pm(input_ids=to_hf(src), decoder_input_ids=to_hf(dec)).logits[..., 3:259]
+        assert (ours.eval()(dec, src=src)[0][..., :256] - theirs).abs().max() <= TOL

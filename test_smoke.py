@@ -40,7 +40,7 @@ from export import export_native
 from evaluate import evaluate, known_word_rate, known_words
 from lora import (LoRALinear, apply_lora, load_lora, lora_state_dict, mark_only_lora_trainable, merge_lora, save_lora,
                   theme_share)
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, relative_buckets
 from speedups import DecodeLinear, Muon, decode_linears
 from tokenizer import get_tokenizer
 
@@ -553,6 +553,33 @@ def test_causal_and_cache_matches_no_cache(arch, rope, tie, norm, mlp):
     a = m.generate(idx[:, :5], 40, temperature=0, src=src)
     b = m.generate(idx[:, :5], 40, temperature=0, src=src, use_cache=False)
     assert torch.equal(a, b)
+
+
+def test_t5_relative_buckets_on_a_table_of_distances():
+    # T5's formula by hand (32 buckets, max distance 128): bidirectional, 16 a side, 8 exact; causal, 32, 16 exact
+    rel = torch.tensor([0, -1, 1, -7, -8, -16, 16, -127, -128, -1000, 1000])
+    assert relative_buckets(rel, True, 32, 128).tolist() == [0, 1, 17, 7, 8, 10, 26, 15, 15, 15, 31]
+    rel = torch.tensor([0, -1, 5, -15, -16, -32, -64, -127, -128, -1000])
+    assert relative_buckets(rel, False, 32, 128).tolist() == [0, 1, 0, 15, 16, 21, 26, 31, 31, 31]
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_relative_position_bias_is_causal_and_its_cache_matches_no_cache(arch):
+    m = tiny(arch, rel_buckets=8, rel_max_distance=20, tie_weights=False, norm="rmsnorm", mlp="geglu", bias=False)
+    for t in (m.transformer.rel_bias, getattr(m.transformer, "enc_rel_bias", m.transformer.rel_bias)):
+        torch.nn.init.normal_(t.weight, std=1.0)  # a bias far from its small init: a wrong bucket shows
+    assert not [n for n, _ in m.named_parameters() if "wpe" in n] and not hasattr(m, "rope_cos")
+    src = torch.randint(0, 69, (2, 9)) if arch == "encoder_decoder" else None
+    if src is not None:
+        src[0, -3:] = 69  # padding: masked in the encoder's self-attention and in cross-attention
+    idx = torch.randint(0, 69, (2, 12))
+    changed = idx.clone()
+    changed[:, 6] = (changed[:, 6] + 1) % 69
+    (a, _), (b, _) = m(idx, src=src), m(changed, src=src)
+    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-6) and not torch.allclose(a[:, 6:], b[:, 6:])
+    # the bias of a cached step is the bias of its position; 40 tokens slide the window twice
+    assert torch.equal(m.generate(idx[:, :5], 40, temperature=0, src=src),
+                       m.generate(idx[:, :5], 40, temperature=0, src=src, use_cache=False))
 
 
 @pytest.mark.parametrize("bias", [False, True])
