@@ -233,11 +233,37 @@ def bench_train(args):
         _profile(lambda: step(2))
 
 
+def roofline(model, n_tokens, dtype):
+    """(matmul FLOP of a training step, seconds they take at their own shapes): every Linear of model (and the
+    out_vocab head's K+1 rows) as the three matmuls of a step, forward x W^T, backward dY W and dY^T x, each timed
+    alone with torch.mm in dtype (the best of 5). A K = 128 matmul need not reach a 2048^3 matmul's rate."""
+    import torch
+    shapes = [(n_tokens, m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)
+              and m is not model.lm_head]
+    shapes.append((n_tokens, model.config.n_embd, model.config.out_vocab + 1 if model.config.out_vocab
+                   else model.config.padded_vocab))
+    flops, seconds, dt = 0.0, 0.0, getattr(torch, dtype)
+    for m, k, n in shapes:
+        for a, b in (((m, k), (k, n)), ((m, n), (n, k)), ((n, m), (m, k))):  # forward, the two backward products
+            x, w = torch.randn(*a, dtype=dt), torch.randn(*b, dtype=dt)
+            x @ w  # warm-up
+            best = min(_timed(lambda: x @ w) for _ in range(5))
+            flops, seconds = flops + 2 * a[0] * a[1] * b[1], seconds + best
+    return flops, seconds
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def bench_quickstart(args):
     """The quick start's training step (config/tinystories_cpu.py: its shape, batch, dropout, optimizer, out_vocab
     over 6,997 ids) in the auto dtype and in fp32, with its dropout and without: median ms/step of args.steps and the
-    share of the measured matmul peak of that dtype. Then the final evaluation's cost: evaluate() over all of
-    data/tinystories/gpt2/val.bin (prepare it first) plus eval_tokens train tokens, in seconds."""
+    share of the measured matmul peak of that dtype, and the step's matmuls timed alone at their own shapes (the
+    roofline of this step: roofline()). --profile: then one step's ops by self time. Then the final evaluation's cost:
+    evaluate() over all of data/tinystories/gpt2/val.bin (prepare it first) plus eval_tokens train tokens."""
     torch = _setup(args)
     from evaluate import evaluate
     from device import autocast, measure_peak_flops, resolve_dtype
@@ -276,6 +302,14 @@ def bench_quickstart(args):
             print(f"{dtype:9s} dropout {dropout}: {1000 * med:6.0f} ms/step (best {1000 * min(dts[args.warmup:]):.0f})"
                   f", {B * T / med:7,.0f} tokens/s, {100 * flops / med / peak:4.1f}% of the measured {dtype} peak "
                   f"{peak / 1e12:.2f} TFLOP/s", flush=True)
+        mm_flops, mm_s = roofline(model, B * T, dtype)
+        rate = mm_flops / mm_s  # FLOP/s of the step's own matmuls, each alone: this step's roofline
+        print(f"{dtype:9s} the step's matmuls alone at their shapes: {1000 * mm_s:.0f} ms for {mm_flops / 1e9:.1f} "
+              f"GFLOP, {rate / 1e12:.3f} TFLOP/s = {100 * rate / peak:.1f}% of the peak (the roofline); the last step "
+              f"above reached {100 * flops / med / rate:.1f}% of it", flush=True)
+        if args.profile:
+            with autocast("cpu", dtype):
+                _profile(lambda: model(x[:, :-1], x[:, 1:], return_logits=False)[1].backward(), row_limit=30)
     val = REPO / "data/tinystories/gpt2/val.bin"
     if not val.exists():
         print(f"no {val}: run `python prepare.py --source=data/tinystories_excerpt` for the evaluation's cost")

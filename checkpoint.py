@@ -28,15 +28,18 @@ def git_commit():
         return None
 
 
-def save_checkpoint(path, model, tokenizer: str, config: dict, optimizer=None, iter_num=0, best_val_loss=None,
+def save_checkpoint(path, model, tokenizer, config: dict, optimizer=None, iter_num=0, best_val_loss=None,
                     state=None, extra=None):
     """Write the unwrapped, uncompiled model (no '_orig_mod.' keys: pass the raw model, not the compiled or DDP one)
     with plain-data metadata, to a temporary name of this process's, then renamed: a crash never leaves a
     half-written checkpoint, and two processes never share a temporary file.
-    state: the tensors to store instead of the whole state dict (LoRA adapters); extra: more plain-data entries."""
+    tokenizer: a Tokenizer (a trained BPE's definition travels along, so the checkpoint alone can be sampled) or the
+    name of a fixed one; state: the tensors to store instead of the whole state dict (LoRA adapters); extra: more
+    plain-data entries."""
     assert not hasattr(model, "_orig_mod") and not hasattr(model, "module"), "save the raw model, not the wrapper"
     ckpt = {"model": model.state_dict() if state is None else state, "model_args": asdict(model.config),
-            "tokenizer": tokenizer,
+            "tokenizer": getattr(tokenizer, "name", tokenizer),
+            "tokenizer_json": getattr(tokenizer, "definition", None),
             "config": config, "optimizer": None if optimizer is None else [o.state_dict() for o in optimizer]
             if isinstance(optimizer, list) else optimizer.state_dict(),
             "iter_num": iter_num, "best_val_loss": best_val_loss, "git_commit": git_commit(), **(extra or {})}
@@ -187,9 +190,13 @@ def init_model(config: dict, tok, train_path: str, log=print):
         return model, None
     path = os.path.join(config["out_dir"], "ckpt.pt") if init_from == "resume" else init_from
     ckpt = read_dir(path) if os.path.isdir(path) else read_checkpoint(path)
-    if ckpt["tokenizer"] != config["tokenizer"]:
-        raise SystemExit(f"{init_from} is a '{ckpt['tokenizer']}' checkpoint but this run reads '{config['tokenizer']}'"
+    if ckpt["tokenizer"] != tok.name:
+        raise SystemExit(f"{init_from} is a '{ckpt['tokenizer']}' checkpoint but this run reads '{tok.name}'"
                          f" data: set --tokenizer={ckpt['tokenizer']} (and prepare that dataset for it)")
+    if ckpt.get("tokenizer_json") != tok.definition:  # two BPEs of one size, trained on other text
+        raise SystemExit(f"{init_from} was trained with another {tok.name} than the one of this run's data "
+                         f"(tokenizer.json differs): prepare the data with its tokenizer, `python prepare.py "
+                         f"--tokenizer={tok.name} --tokenizer_from=DIR` (DIR: the base's data folder)")
     saved, free = model_args(ckpt), ("dropout", "grad_checkpoint")
     other = [k for k in keys if k not in free + ("block_size",) and k in saved and config[k] != saved[k]]
     check(init_from != "resume" or eval_only or not other, f"resume: {', '.join(f'{k}={config[k]}' for k in other)} "

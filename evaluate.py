@@ -60,7 +60,7 @@ def evaluate(model, path, tok, batch_size, ctx, device, max_tokens=0, seq2seq=No
 
 @torch.no_grad()
 def sample_stories(model, tok, prompt: str, n: int, max_new_tokens: int, ctx, temperature=0.8, top_k=200, top_p=1.0,
-                   seed=None) -> list[str]:
+                   seed=None, repetition_penalty=1.0) -> list[str]:
     """n stories continuing prompt, as text (without the prompt, up to their EOT). A story starts after EOT, as in
     training; the prompt keeps its last block_size ids; PAD and sentinels are never written. seed: drawn at that seed
     (the same draws for every model) with the caller's RNG left as it was. The model samples in eval mode.
@@ -71,7 +71,8 @@ def sample_stories(model, tok, prompt: str, n: int, max_new_tokens: int, ctx, te
     ids = ([tok.eot_id] + tok.encode(prompt.strip()))[-limit:]
     x = torch.tensor([ids] * n, dtype=torch.long, device=device)
     banned = [i for i in tok.special_ids if i != tok.eot_id]
-    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p, stop_ids=(tok.eot_id,), banned_ids=banned)
+    kw = dict(temperature=temperature, top_k=top_k or None, top_p=top_p, stop_ids=(tok.eot_id,), banned_ids=banned,
+              repetition_penalty=repetition_penalty)
     with torch.random.fork_rng(enabled=seed is not None), ctx, decode_linears(model.eval()):  # the CPU decoding path
         if seed is not None:
             torch.manual_seed(seed)

@@ -22,7 +22,7 @@ from configurator import configure
 from errors import one_line_errors
 from hf import byt5_ids, hf_config, hf_state_dict, hf_tokenizer, layout_of, write_dir
 from model import GPT
-from tokenizer import get_tokenizer
+from tokenizer import tokenizer_of
 
 
 mb = lambda tensors: sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6  # a state dict's size
@@ -31,6 +31,7 @@ mb = lambda tensors: sum(t.numel() * t.element_size() for t in tensors.values())
 def _meta(model, ckpt) -> dict:
     """What a folder keeps of our checkpoint besides the weights (JSON), for read_dir."""
     return {"model_args": asdict(model.config), "tokenizer": ckpt["tokenizer"], "config": ckpt.get("config") or {},
+            "tokenizer_json": ckpt.get("tokenizer_json"),
             "iter_num": ckpt.get("iter_num", 0), "best_val_loss": ckpt.get("best_val_loss")}
 
 
@@ -40,7 +41,7 @@ def export_hf(model: GPT, ckpt: dict, to: str, card: str = ""):
     generation_config.json, the tokenizer and README.md (card). SystemExit for a layout no transformers class computes
     (layout_of)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, ByT5Tokenizer
-    tok, t5 = get_tokenizer(ckpt["tokenizer"]), layout_of(model.config) == "t5"
+    tok, t5 = tokenizer_of(ckpt), layout_of(model.config) == "t5"
     if model.config.vocab_size != tok.vocab_size or (t5 and tok.name != "byte"):
         raise SystemExit(f"vocab_size {model.config.vocab_size} is not tokenizer {tok.name}'s {tok.vocab_size}, or a "
                          f"T5 export is not of the byte tokenizer (ByT5's)")
@@ -61,7 +62,7 @@ def export_hf(model: GPT, ckpt: dict, to: str, card: str = ""):
     def fill(d):
         hf.save_pretrained(d)
         (ByT5Tokenizer(model_max_length=model.config.block_size) if t5 else
-         hf_tokenizer(tok.name, model.config.block_size)).save_pretrained(d)
+         hf_tokenizer(tok, model.config.block_size)).save_pretrained(d)
         open(os.path.join(d, "README.md"), "w", encoding="utf-8").write(card)
     write_dir(to, fill, mb(sd))
 
@@ -210,7 +211,7 @@ if __name__ == "__main__":
     print(f"wrote {to}: {', '.join(sorted(f for f in os.listdir(to) if not f.startswith('.')))}")
     if args["check"]:
         t5 = args["format"] == "hf" and layout_of(model.config) == "t5"
-        r = (compare_t5 if t5 else compare)(model, get_tokenizer(ckpt["tokenizer"]), to, args["seed"])
+        r = (compare_t5 if t5 else compare)(model, tokenizer_of(ckpt), to, args["seed"])
         print(f"max |dlogit| {r['max_dlogit']:.2e} (fp32, 4 x {model.config.block_size} random ids); greedy: "
               f"{r['greedy_same']} of {r['greedy_n']} tokens identical\n{'generate' if t5 else 'pipeline'} story:\n"
               f"{r['story']}")

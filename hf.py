@@ -20,7 +20,7 @@ from dataclasses import asdict
 import torch
 
 from model import GPT, MLP, MLPS, GPTConfig
-from tokenizer import NAMES, get_tokenizer
+from tokenizer import get_tokenizer
 
 LAYOUTS = {(False, "layernorm", "gelu"): "gpt2", (True, "rmsnorm", "swiglu"): "llama",
            (True, "rmsnorm", "geglu"): "llama", (True, "layernorm", "gelu"): "gpt_neox"}
@@ -51,11 +51,14 @@ def layout_of(config: GPTConfig) -> str:
     SystemExit naming the supported combinations (and --format=nanostories) for any other."""
     c = config
     if c.arch == "encoder_decoder" and c.rel_buckets and c.norm == "rmsnorm" and not c.bias and not c.tie_weights \
-            and c.mlp in T5_MLP:
+            and c.mlp in T5_MLP and c.n_kv_head in (0, c.n_head):
         return "t5"
-    if c.arch != "decoder" or c.rel_buckets or (c.rope, c.norm, c.mlp) not in LAYOUTS:
+    gqa = c.n_kv_head not in (0, c.n_head)  # grouped-query attention: LLaMA has it, GPT-2, NeoX and T5 do not
+    if c.arch != "decoder" or c.rel_buckets or (c.rope, c.norm, c.mlp) not in LAYOUTS or (gqa and LAYOUTS.get(
+            (c.rope, c.norm, c.mlp)) != "llama"):
         raise SystemExit(f"no transformers class computes arch={c.arch}, rope={c.rope}, rel_buckets={c.rel_buckets}, "
-                         f"norm={c.norm}, mlp={c.mlp}, bias={c.bias}, tie_weights={c.tie_weights}: supported are "
+                         f"norm={c.norm}, mlp={c.mlp}, bias={c.bias}, tie_weights={c.tie_weights}, n_kv_head="
+                         f"{c.n_kv_head}: supported are "
                          f"{SUPPORTED}; export any model with --format=nanostories")
     return LAYOUTS[(c.rope, c.norm, c.mlp)]
 
@@ -106,11 +109,15 @@ def byt5_ids():
     return ids
 
 
-def split(t, kind, n, n_head):
-    """Our weight (out, in) or bias (out,) -> the n HF tensors it becomes."""
+def split(t, kind, n, n_head, n_kv_head=0):
+    """Our weight (out, in), bias (out,) or LoRA B (out, r) -> the n HF tensors it becomes. A q|k|v split (n = 3)
+    gives k and v n_kv_head heads each (grouped-query attention) and q the rest."""
     if kind == "heads":  # ours: all q rows, then k, then v; NeoX: per head [q_h, k_h, v_h]
         return [t.unflatten(0, (3, n_head, -1)).transpose(0, 1).flatten(0, 2).contiguous()]
-    return [t.t().contiguous()] if kind == "T" else [c.contiguous() for c in t.chunk(n)]
+    if kind == "T":
+        return [t.t().contiguous()]
+    kv = t.size(0) // (n_head + 2 * (n_kv_head or n_head)) * (n_kv_head or n_head) if n == 3 else t.size(0) // n
+    return [c.contiguous() for c in t.split([t.size(0) - (n - 1) * kv] + [kv] * (n - 1))]
 
 
 def join(ts, kind, n_head):
@@ -142,7 +149,8 @@ def hf_config(model: GPT, tok):
     ids.update(hidden_size=c.n_embd, intermediate_size=hidden, num_hidden_layers=c.n_layer, attention_bias=c.bias,
                num_attention_heads=c.n_head, max_position_embeddings=c.block_size)
     if layout == "llama":  # RMSNorm eps 1e-6 as model.make_norm
-        return transformers.LlamaConfig(num_key_value_heads=c.n_head, head_dim=c.n_embd // c.n_head, mlp_bias=c.bias,
+        return transformers.LlamaConfig(num_key_value_heads=c.n_kv_head or c.n_head, head_dim=c.n_embd // c.n_head,
+                                        mlp_bias=c.bias,
                                         hidden_act="silu" if c.mlp == "swiglu" else "gelu", rms_norm_eps=1e-6,
                                         rope_theta=c.rope_theta, **ids)
     return transformers.GPTNeoXConfig(hidden_act="gelu", use_parallel_residual=False, layer_norm_eps=1e-5,
@@ -156,7 +164,8 @@ def hf_state_dict(model: GPT) -> dict:
     for ours, names, kind in module_pairs(layout, c):
         for p in ("weight", "bias"):
             if f"{ours}.{p}" in sd:
-                out.update(zip([f"{n}.{p}" for n in names], split(sd[f"{ours}.{p}"], kind, len(names), c.n_head)))
+                out.update(zip([f"{n}.{p}" for n in names], split(sd[f"{ours}.{p}"], kind, len(names), c.n_head,
+                                                                  c.n_kv_head)))
     if layout == "t5":  # q.k unscaled in T5; rows moved to ByT5's ids, zero for the ids we do not have
         for k in out:
             out[k] = out[k] * (c.n_embd // c.n_head) ** -0.5 if k.endswith(".q.weight") else out[k]
@@ -173,18 +182,22 @@ def hf_state_dict(model: GPT) -> dict:
     return out
 
 
-def hf_tokenizer(name: str, max_length: int):
-    """A transformers fast tokenizer with our ids. gpt2: GPT2TokenizerFast of tiktoken's cached encoder.json and
-    vocab.bpe (HF's vocab.json and merges.txt). byte: a `tokenizers` BPE without merges over the 256 ByteLevel
-    characters (byte b -> id b), then EOT 256, PAD 257 and the sentinels (HF's ByT5Tokenizer shifts every id by 3).
-    split_special_tokens: "<|endoftext|>" in text stays text, as in tiktoken's encode_ordinary."""
+def hf_tokenizer(tok, max_length: int):
+    """A transformers fast tokenizer with our ids, of a Tokenizer (or a fixed one's name). gpt2: GPT2TokenizerFast of
+    tiktoken's cached encoder.json and vocab.bpe (HF's vocab.json and merges.txt). bpeN: its own tokenizer.json. byte: a
+    `tokenizers` BPE without merges over the 256 ByteLevel characters (byte b -> id b), then EOT 256, PAD 257 and the
+    sentinels (HF's ByT5Tokenizer shifts every id by 3). split_special_tokens: "<|endoftext|>" in text stays text, as
+    in tiktoken's encode_ordinary."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> character map
-    tok, kw = get_tokenizer(name), dict(split_special_tokens=True, clean_up_tokenization_spaces=False,
-                                        model_max_length=max_length)
-    if name == "gpt2":
+    tok = get_tokenizer(tok) if isinstance(tok, str) else tok
+    kw = dict(split_special_tokens=True, clean_up_tokenization_spaces=False, model_max_length=max_length)
+    if tok.name == "gpt2":
         return GPT2TokenizerFast(*_gpt2_bpe_files(), bos_token=None, unk_token=None, eos_token="<|endoftext|>", **kw)
+    if tok.definition:
+        return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(tok.definition), eos_token="<|endoftext|>",
+                                       **kw)
     b2u = bytes_to_unicode()
     t = Tokenizer(models.BPE(vocab={b2u[b]: b for b in range(256)}, merges=[]))
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)  # one "word": every byte
@@ -270,7 +283,7 @@ def read_dir(path: str, device="cpu") -> dict:
         raise SystemExit(f"{path}: model_type {layout!r} is not supported; supported are gpt2, llama, gpt_neox "
                          f"configs that match model.py: {SUPPORTED}")
     from transformers import AutoConfig, AutoModelForCausalLM
-    tok = get_tokenizer(meta.get("tokenizer") or _known_tokenizer(path))
+    tok = get_tokenizer(meta.get("tokenizer") or _known_tokenizer(path), meta.get("tokenizer_json"))
     args = _gpt_args(AutoConfig.from_pretrained(path), layout, tok, path)
     weights = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
     head = weights.pop("lm_head.weight")
@@ -294,8 +307,8 @@ def read_dir(path: str, device="cpu") -> dict:
     if left:
         raise SystemExit(f"{path}: weights {left[:3]} have no place in model.py's {layout} layout")
     return {"model": {k: v.to(device) for k, v in sd.items()}, "model_args": asdict(config), "tokenizer": tok.name,
-            "config": meta.get("config", {"init_from": path}), "iter_num": meta.get("iter_num", 0),
-            "best_val_loss": meta.get("best_val_loss"), "optimizer": None}
+            "tokenizer_json": tok.definition, "config": meta.get("config", {"init_from": path}),
+            "iter_num": meta.get("iter_num", 0), "best_val_loss": meta.get("best_val_loss"), "optimizer": None}
 
 
 def _read_t5(path: str, meta: dict, device) -> dict:
@@ -331,8 +344,8 @@ def _read_t5(path: str, meta: dict, device) -> dict:
         sd[f"{ours}.weight"] = torch.zeros(config.padded_vocab, config.n_embd)
         sd[f"{ours}.weight"][ids[ids >= 0]] = weights[f"{theirs}.weight"][ids >= 0]
     return {"model": {k: v.to(device) for k, v in sd.items()}, "model_args": asdict(config), "tokenizer": tok.name,
-            "config": meta.get("config", {"init_from": path}), "iter_num": meta.get("iter_num", 0),
-            "best_val_loss": meta.get("best_val_loss"), "optimizer": None}
+            "tokenizer_json": tok.definition, "config": meta.get("config", {"init_from": path}),
+            "iter_num": meta.get("iter_num", 0), "best_val_loss": meta.get("best_val_loss"), "optimizer": None}
 
 
 def _check_weights(path: str) -> str:
@@ -360,14 +373,14 @@ def _known_tokenizer(path: str) -> str:
         hf_tok = AutoTokenizer.from_pretrained(path)
     except Exception as e:  # noqa: BLE001 (transformers raises many kinds for a missing or odd tokenizer)
         raise SystemExit(f"{path}: its tokenizer files do not load ({type(e).__name__}: {str(e)[:80]}): copy them "
-                         f"again (export.py writes them); ours are {', '.join(NAMES)}")
+                         f"again (export.py writes them); ours are gpt2, byte, bpeN")
     probe = "Once upon a time, Lily said: “Naïve café!” 東京 🐉\n\n  It's 3.14, isn't it?"
-    for name in NAMES:
+    for name in ("gpt2", "byte"):  # a trained BPE comes with our metadata (config.json's nanostories.tokenizer_json)
         tok = get_tokenizer(name)
         if hf_tok(probe, add_special_tokens=False)["input_ids"] == tok.encode(probe) and \
                 hf_tok.eos_token_id == tok.eot_id:
             return name
-    raise SystemExit(f"{path}: its tokenizer is none of ours ({', '.join(NAMES)}: ids and EOT must be equal)")
+    raise SystemExit(f"{path}: its tokenizer is none of ours (gpt2, byte: ids and EOT must be equal)")
 
 
 def _gpt_args(hf, layout: str, tok, path: str) -> dict:
@@ -391,9 +404,12 @@ def _gpt_args(hf, layout: str, tok, path: str) -> dict:
         want.update(rope_type=(rope.get("rope_type", "default"), "default"), hidden_act=(hf.hidden_act, (
             hf.hidden_act if args["mlp"] else "silu or gelu") if llama else "gelu"),
             partial_rotary_factor=(rope.get("partial_rotary_factor", 1.0), 1.0))
-        want.update(dict(num_key_value_heads=(hf.num_key_value_heads, args["n_head"]), head_dim=(
-            getattr(hf, "head_dim", None) or hs, hs), rms_norm_eps=(hf.rms_norm_eps, 1e-6)) if llama else dict(
-            use_parallel_residual=(hf.use_parallel_residual, False), layer_norm_eps=(hf.layer_norm_eps, 1e-5)))
+        kv = getattr(hf, "num_key_value_heads", None) or args["n_head"]
+        args["n_kv_head"] = 0 if kv == args["n_head"] else kv  # grouped-query attention
+        want.update(dict(head_dim=(getattr(hf, "head_dim", None) or hs, hs), rms_norm_eps=(hf.rms_norm_eps, 1e-6),
+                         num_key_value_heads=(kv, kv if args["n_head"] % kv == 0 else "a divisor of the heads"))
+                    if llama else dict(use_parallel_residual=(hf.use_parallel_residual, False),
+                                       layer_norm_eps=(hf.layer_norm_eps, 1e-5)))
     bad = [f"{k}={have!r} (needs {need!r})" for k, (have, need) in want.items() if have != need]
     if bad:
         raise SystemExit(f"{path}: this {layout} config is not one model.py computes: {'; '.join(bad)}")

@@ -33,6 +33,7 @@ from configurator import configure
 from errors import one_line_errors
 from evaluate import sample_stories
 from hf import layout_of, module_pairs, split, write_dir
+from tokenizer import tokenizer_of
 
 
 class LoRALinear(nn.Module):
@@ -141,12 +142,14 @@ def merge_lora(model, sign=1):
 def load_lora(model, path, tokenizer=None) -> dict:
     """Apply the adapter at path (a lora.pt from train.py) to model, the base it was trained from; returns its
     checkpoint dict. SystemExit, naming both sides and the fix, when the adapter was trained on another base
-    (architecture, tensor shapes, or tokenizer, if given)."""
+    (architecture, tensor shapes, or tokenizer: a Tokenizer or a name, if given)."""
     ckpt = read_checkpoint(path, want="lora")
     fix = f"load it onto its base ({ckpt['lora']['base']}) or train an adapter for this model"
-    if tokenizer is not None and tokenizer != ckpt["tokenizer"]:
+    name = getattr(tokenizer, "name", tokenizer)
+    if tokenizer is not None and (name != ckpt["tokenizer"] or getattr(tokenizer, "definition", None) !=
+                                  ckpt.get("tokenizer_json")):
         raise SystemExit(f"LoRA adapter {path} was trained for tokenizer '{ckpt['tokenizer']}' but this model uses "
-                         f"'{tokenizer}': {fix}")
+                         f"'{name}'{' (another tokenizer.json)' if name == ckpt['tokenizer'] else ''}: {fix}")
     skip = ("dropout", "grad_checkpoint")  # training-time settings, free to differ from the base's
     mine, theirs = asdict(model.config), ckpt["model_args"]  # GPTConfig fields as plain dicts
     diff = [k for k in mine if k not in skip and mine[k] != theirs.get(k)]
@@ -191,13 +194,14 @@ def export_lora(adapter_path: str, to: str, base: str = ""):
     model, ckpt = load_model(base or adapter["lora"]["base"])
     c, s = model.config, adapter["lora"]
     layout, hs = layout_of(c), c.n_embd // c.n_head
-    load_lora(model, adapter_path, ckpt["tokenizer"])
+    load_lora(model, adapter_path, tokenizer_of(ckpt))
     pairs = {ours: (names, kind) for ours, names, kind in module_pairs(layout, c)}
     tensors, targets = {}, []
     for name, m in model.named_modules():
         if isinstance(m, LoRALinear):  # apply_lora never adapts lm_head
             names, kind = pairs[name]
-            for n, b in zip(names, split(m.lora_B.detach(), "" if kind == "T" else kind, len(names), c.n_head)):
+            for n, b in zip(names, split(m.lora_B.detach(), "" if kind == "T" else kind, len(names), c.n_head,
+                                         c.n_kv_head)):
                 targets.append(n)  # full names: peft adapts exactly these modules
                 tensors.update({f"base_model.model.{n}.lora_A.weight": m.lora_A.detach().clone(),
                                 f"base_model.model.{n}.lora_B.weight": b * hs ** -0.5 if n.endswith(".q") else b})
@@ -231,12 +235,12 @@ if __name__ == "__main__":
         adapter = read_checkpoint(args["merge"], want="lora")
         base = args["base"] or adapter["lora"]["base"]  # --base: when the base has moved since training
         model, ckpt = load_model(base)
-        load_lora(model, args["merge"], ckpt["tokenizer"])
+        load_lora(model, args["merge"], tokenizer_of(ckpt))
         state = {k: v for k, v in merge_lora(model).state_dict().items() if "lora_" not in k}  # the base's keys
         out = os.path.join(os.path.dirname(args["merge"]), "merged.pt")
         if os.path.exists(out) and "merged_from" not in read_checkpoint(out, want="any"):  # never replace a model
             raise SystemExit(f"{out} exists and is not an earlier merge: nothing was written; move it away first")
-        save_checkpoint(out, model, ckpt["tokenizer"], adapter["config"], None, adapter["iter_num"], state=state,
+        save_checkpoint(out, model, tokenizer_of(ckpt), adapter["config"], None, adapter["iter_num"], state=state,
                         extra={"merged_from": {"adapter": args["merge"], "base": base}})
         print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB): {args['merge']} merged into its base")
     elif args["export"]:  # adapter -> peft's format, for the base exported by export.py (transformers folder)
@@ -244,12 +248,11 @@ if __name__ == "__main__":
         export_lora(args["export"], to, args["base"])
         print(f"wrote {to}: {', '.join(sorted(f for f in os.listdir(to) if not f.startswith('.')))}")
     elif args["count"]:  # share of sampled stories that match a theme regex: base, then base + adapter
-        from tokenizer import get_tokenizer
         model, ckpt = load_model(args["ckpt"])
         for adapter in ["", args["lora"]] if args["lora"] else [""]:
             if adapter:
-                load_lora(model, adapter, ckpt["tokenizer"])
-            share, _ = theme_share(model, get_tokenizer(ckpt["tokenizer"]), args["count"], args["num_samples"],
+                load_lora(model, adapter, tokenizer_of(ckpt))
+            share, _ = theme_share(model, tokenizer_of(ckpt), args["count"], args["num_samples"],
                                    args["seed"], args["max_new_tokens"])
             print(f"{args['ckpt']}{' + ' + adapter if adapter else ''}: {share:.0%} of {args['num_samples']} "
                   f"stories match {args['count']!r}")

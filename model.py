@@ -37,6 +37,8 @@ class GPTConfig:
     vocab_size: int = 50257      # the tokenizer's ids; embeddings are padded to a multiple of 64 (see padded_vocab)
     n_layer: int = 6             # decoder layers
     n_head: int = 6
+    n_kv_head: int = 0           # key/value heads, each shared by n_head / n_kv_head query heads (grouped-query
+    #                              attention, Ainslie et al. 2023, arXiv 2305.13245): a smaller KV cache; 0 = n_head
     n_embd: int = 384
     dropout: float = 0.0         # on embeddings and residual branches (not attention weights: see Attention)
     bias: bool = True            # biases in Linear and LayerNorm layers (GPT-2: True; LLaMA: False)
@@ -64,6 +66,8 @@ class GPTConfig:
         assert self.arch in ("decoder", "encoder_decoder"), f"arch must be decoder/encoder_decoder, got {self.arch!r}"
         assert self.arch == "decoder" or self.n_enc_layer > 0, "encoder_decoder needs n_enc_layer > 0"
         assert self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
+        assert self.n_head % (self.n_kv_head or self.n_head) == 0, f"n_head={self.n_head} must be a multiple of " \
+                                                                   f"n_kv_head={self.n_kv_head}"
         assert not self.rope or (self.n_embd // self.n_head) % 2 == 0, "RoPE needs an even head size"
         assert not (self.rope and self.rel_buckets), "positions are rope or rel_buckets (T5), not both"
         assert self.rel_buckets in (0,) or self.rel_buckets >= 4, f"rel_buckets={self.rel_buckets}: 0 (off) or >= 4"
@@ -119,12 +123,13 @@ class Attention(nn.Module):
     def __init__(self, config, causal: bool, cross: bool = False):
         super().__init__()
         self.n_head, self.causal, self.cross = config.n_head, causal, cross
-        C = config.n_embd
+        self.n_kv = config.n_kv_head or config.n_head
+        C, kv = config.n_embd, (config.n_kv_head or config.n_head) * (config.n_embd // config.n_head)  # kv: k's width
         if cross:
             self.c_q = nn.Linear(C, C, bias=config.bias)
-            self.c_kv = nn.Linear(C, 2 * C, bias=config.bias)
+            self.c_kv = nn.Linear(C, 2 * kv, bias=config.bias)
         else:
-            self.c_attn = nn.Linear(C, 3 * C, bias=config.bias)  # q, k, v fused in one matmul
+            self.c_attn = nn.Linear(C, C + 2 * kv, bias=config.bias)  # q, k, v fused in one matmul
         self.c_proj = nn.Linear(C, C, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -134,23 +139,24 @@ class Attention(nn.Module):
         to the scores ((1 or B, nh, T, S): T5's relative positions, -inf where masked); None: all keys, or causal.
         cache: this layer's dict of keys/values for generate; pos: absolute position of x[:, 0]."""
         B, T, C = x.size()
-        heads = lambda t: t.view(B, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (B, L, C) -> (B, nh, L, hs)
+        hs = C // self.n_head
+        heads = lambda t: t.view(B, t.size(1), -1, hs).transpose(1, 2)  # (B, L, n * hs) -> (B, n, L, hs)
         if self.cross:
             q = heads(self.c_q(x))
             if cache is not None and "k" in cache:  # the encoder output does not change while decoding
                 k, v = cache["k"], cache["v"]
             else:
-                k, v = map(heads, self.c_kv(mem).split(C, dim=2))
+                k, v = map(heads, self.c_kv(mem).split(self.n_kv * hs, dim=2))
                 if cache is not None:
                     cache["k"], cache["v"] = k, v
         else:
-            q, k, v = map(heads, self.c_attn(x).split(C, dim=2))
+            q, k, v = map(heads, self.c_attn(x).split([C, self.n_kv * hs, self.n_kv * hs], dim=2))
             if rope is not None:
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
             if cache is not None:  # write this call's keys/values at pos.., attend over everything cached so far
                 assert pos == 0 or T == 1, "the KV cache takes a prompt at pos 0, then one token per step"
-                if "k" not in cache:
-                    cache["k"] = k.new_zeros(B, self.n_head, cache["size"], C // self.n_head)
+                if "k" not in cache:  # (B, n_kv_head, block_size, hs): grouped-query attention shrinks it
+                    cache["k"] = k.new_zeros(B, self.n_kv, cache["size"], hs)
                     cache["v"] = torch.zeros_like(cache["k"])
                 cache["k"][:, :, pos:pos + T], cache["v"][:, :, pos:pos + T] = k, v
                 k, v = cache["k"][:, :, :pos + T], cache["v"][:, :, :pos + T]
@@ -160,7 +166,8 @@ class Attention(nn.Module):
         if mem_mask is not None and mem_mask.is_floating_point():
             mem_mask = mem_mask.to(q.dtype)  # a bias: SDPA adds it in the dtype of the scores
         causal = self.causal and T > 1 and mem_mask is None  # a float mask carries its causal part itself
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mem_mask, is_causal=causal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mem_mask, is_causal=causal,
+                                           enable_gqa=self.n_kv != self.n_head)  # each k/v head serves a group of q
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, nh, T, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -363,11 +370,13 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_ids=(), banned_ids=(),
-                 src=None, use_cache=True):
+                 src=None, use_cache=True, repetition_penalty=1.0):
         """Sample max_new_tokens after idx (B, T) -> (B, T + n) ids, n <= max_new_tokens: it ends early once every
         row has produced one of stop_ids (a row that stopped repeats its stop id). temperature 0 (or top_k=1) is
         greedy; top_p keeps the smallest set of ids whose probability sums to top_p (nucleus sampling, Holtzman et
-        al. 2019). banned_ids are never produced. src (B, S): the encoder input of an encoder-decoder.
+        al. 2019). banned_ids are never produced. repetition_penalty p (CTRL, Keskar et al. 2019, arXiv 1909.05858):
+        the logit of every id already in the row is divided by p (multiplied, if negative); 1.0 = off.
+        src (B, S): the encoder input of an encoder-decoder.
         With use_cache the prompt runs once and each step feeds one token, reusing the keys/values of the earlier
         ones. When the window would pass block_size it slides by half: the newest block_size//2 tokens are run again
         as a fresh prompt. The uncached path (use_cache=False) uses the same windows, so greedy outputs agree."""
@@ -387,6 +396,9 @@ class GPT(nn.Module):
             else:
                 logits, _ = self(idx[:, -1:], src=src, cache=cache)
             logits = logits[:, -1, :].float()  # (B, V)
+            if repetition_penalty != 1.0:
+                seen = logits.gather(1, idx)  # (B, T): the logits of the ids the row already holds
+                logits.scatter_(1, idx, torch.where(seen > 0, seen / repetition_penalty, seen * repetition_penalty))
             if len(banned_ids):
                 logits[:, list(banned_ids)] = -float("inf")
             if temperature == 0 or top_k == 1:
@@ -414,7 +426,7 @@ class GPT(nn.Module):
         """Parameter count (tied weights counted once). non_embedding leaves out the position table wpe, and the
         token table wte when it is not tied to lm_head, since lookups cost no FLOPs (nanoGPT's convention)."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding and not self.config.rope:
+        if non_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
         if non_embedding and not self.config.tie_weights:
             n -= self.transformer.wte.weight.numel()

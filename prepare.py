@@ -41,12 +41,13 @@ import numpy as np
 from tqdm import tqdm
 
 from errors import one_line_errors
-from tokenizer import NAMES, get_tokenizer
+from tokenizer import get_tokenizer, train_bpe
 
 HF_NAME = "roneneldan/TinyStories"
 EOT = "<|endoftext|>"
 CHUNK_BYTES = 4 << 20  # text read per step: big enough that tiktoken/numpy dominate, small enough for 2 cores to share
 VAL_EVERY = 20  # carved val split: every 20th story (5%), deterministic and streaming-friendly
+BPE_TRAIN_BYTES = 200_000_000  # a trained BPE learns from the train split's first 200 MB (~10% of TinyStories)
 # a separator is a whole line "<|endoftext|>" (\r allowed for CRLF files). The reader keeps a "\n" before each chunk
 # and adds one at the end of the file, so the lookahead never has to guess whether a read ended mid-line
 SEP_RE = re.compile(rb"\n<\|endoftext\|>\r?(?=\n)")
@@ -175,11 +176,11 @@ def encode_stories(tok, stories: list[bytes]) -> np.ndarray:
         ids[ends] = tok.eot_id  # each "\0" placeholder becomes EOT
         return ids
     text = (EOT.encode().join(stories) + EOT.encode()).decode("utf-8")
-    if text.count(EOT) == len(stories):
+    if tok.name == "gpt2" and text.count(EOT) == len(stories):
         # one tiktoken call per chunk. Its special-token split encodes each story on its own, so BPE never merges
         # across a story boundary
         return tok.enc.encode_to_numpy(text, allowed_special={EOT}).astype(np.uint16)
-    # some story holds a literal "<|endoftext|>" that must stay ordinary text: the slower per-story path
+    # a trained BPE (tokenizers batches in Rust), or a story holds a literal "<|endoftext|>": story by story
     ids = tok.encode_batch([s.decode("utf-8") for s in stories])
     return np.concatenate([np.array(i + [tok.eot_id], np.uint16) for i in ids])
 
@@ -245,34 +246,70 @@ def write_bins(tok, chunks, files: dict, counts: dict, pbar, n_proc: int):
             w.result()
 
 
+def bpe_for(tokenizer: str, source, tokenizer_from: str | None, filter: str | None):
+    """(definition, settings) of a trained BPE: the one in tokenizer_from (a prepared folder: a themed subset is
+    encoded with its base's tokenizer), or one trained now on the train split's first BPE_TRAIN_BYTES of stories."""
+    if tokenizer_from:
+        path = os.path.join(tokenizer_from, "tokenizer.json")
+        if not os.path.isfile(path):
+            raise SystemExit(f"--tokenizer_from={tokenizer_from} has no tokenizer.json: pass a folder that prepare.py "
+                             f"built with --tokenizer=bpeN, e.g. data/tinystories/{tokenizer}")
+        return open(path, encoding="utf-8").read(), {"from": tokenizer_from}
+    if filter:
+        raise SystemExit(f"--filter with --tokenizer={tokenizer}: encode a themed subset with its base's tokenizer, "
+                         f"--tokenizer_from=data/<base>/{tokenizer}, so that a model of the base reads it")
+    splits, _ = find_sources(source)
+    t0, seen = time.time(), 0
+
+    def texts():  # the first BPE_TRAIN_BYTES of train stories (llama2.c trains on a sample too); no carved val story
+        nonlocal seen
+        for split, stories in iter_chunks(splits, None, not splits["val"], {"empty_stories": 0, "replaced_bytes": 0}):
+            if split == "train" and seen < BPE_TRAIN_BYTES:
+                seen += sum(map(len, stories))
+                yield from (s.decode("utf-8") for s in stories)
+    definition = train_bpe(texts(), int(tokenizer[3:]))
+    return definition, {"vocab_size": int(tokenizer[3:]), "trained_on_bytes": seen, "seconds": time.time() - t0}
+
+
 def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str = "gpt2", out_dir: str = "data",
-            filter: str | None = None, force: bool = False, quiet: bool = False) -> dict:
-    """Build <out_dir>/<name>/<tokenizer>/{train,val}.bin + meta.json; returns the meta dict.
+            filter: str | None = None, force: bool = False, quiet: bool = False,
+            tokenizer_from: str | None = None) -> dict:
+    """Build <out_dir>/<name>/<tokenizer>/{train,val}.bin + meta.json (+ tokenizer.json for a trained BPE, bpeN:
+    trained here on the train split, or taken from tokenizer_from); returns the meta dict.
     SystemExit with a one-line message on bad input; no final file is written then, nor on any exception."""
-    try:
-        tok = get_tokenizer(tokenizer)
-    except ValueError as e:  # an unknown name (unreachable GPT-2 BPE files raise SystemExit themselves)
-        raise SystemExit(str(e))
     try:
         pattern = re.compile(filter) if filter else None
     except re.error as e:
         raise SystemExit(f"--filter={filter!r}: bad regex ({e})")
+    if not re.fullmatch(r"bpe\d+", tokenizer):
+        try:
+            tok = get_tokenizer(tokenizer)
+        except ValueError as e:  # an unknown name (unreachable GPT-2 BPE files raise SystemExit themselves)
+            raise SystemExit(str(e))
     splits, src = find_sources(source)
     carve = not splits["val"]  # e.g. a single train release file, themed (--filter) or not
-    src.update(filter=filter, val_from=f"every {VAL_EVERY}th kept train story" if carve else "val files")
-    out = Path(out_dir) / name / tok.name
+    src.update(filter=filter, val_from=f"every {VAL_EVERY}th kept train story" if carve else "val files",
+               tokenizer_from=tokenizer_from)
+    out = Path(out_dir) / name / tokenizer
     meta_path = out / "meta.json"
     if meta_path.exists() and not force:
         old = json.loads(meta_path.read_text())
         # paths are left out: the same files reached through another relative path are still the same data
-        same = lambda s: ([(f["size"], f["sha256"]) for f in s["files"]], s.get("filter"), s.get("val_from"))
-        if old.get("tokenizer") == tok.name and same(old["source"]) == same(src):
+        same = lambda s: ([(f["size"], f["sha256"]) for f in s["files"]], s.get("filter"), s.get("val_from"),
+                          s.get("tokenizer_from"))
+        if old.get("tokenizer") == tokenizer and same(old["source"]) == same(src):
             print(f"{out}: already built from this source, nothing to do (--force rebuilds)")
             return old
+    if re.fullmatch(r"bpe\d+", tokenizer):  # a BPE of our own: trained here (or read from tokenizer_from)
+        definition, settings = bpe_for(tokenizer, source, tokenizer_from, filter)
+        tok = get_tokenizer(tokenizer, definition)
+        src.update(tokenizer_sha256=hashlib.sha256(definition.encode()).hexdigest(), tokenizer_settings=settings)
     # the new build goes into a folder of its own, which replaces the old build only once it is complete: a build that
     # fails (a bad file, a --filter that matches nothing, a full disk, Ctrl-C) leaves the previous one as it was
     new = out.with_name(f".{out.name}.tmp{os.getpid()}")
     new.mkdir(parents=True, exist_ok=True)
+    if tok.definition:  # beside the bins: train.py reads it, and every checkpoint carries it
+        (new / "tokenizer.json").write_text(tok.definition, encoding="utf-8")
     stats = {"empty_stories": 0, "replaced_bytes": 0}
     counts = {s: {"stories": 0, "tokens": 0, "bytes": 0} for s in ("train", "val")}
     tmp = {s: new / f"{s}.bin" for s in counts}
@@ -287,8 +324,8 @@ def prepare(source: str | None = None, name: str = "tinystories", tokenizer: str
                        n_proc)
         for s, c in counts.items():
             if c["stories"] == 0:
-                raise SystemExit(f"no stories for the {s} split in {source or HF_NAME}"
-                                 + (f" matching --filter={filter!r}" if filter else "") + "; the previous build is kept")
+                match = f" matching --filter={filter!r}" if filter else ""
+                raise SystemExit(f"no stories for the {s} split in {source or HF_NAME}{match}; the previous build is kept")
         meta = {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "eot_id": tok.eot_id, "pad_id": tok.pad_id,
                 "sentinel_ids": [tok.sentinel_ids.start, tok.sentinel_ids.stop], "dtype": "uint16",
                 "splits": counts, "source": src, **stats}
@@ -320,7 +357,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--source", default=None, help="release .txt/.txt.gz, parquet/jsonl, or a folder; default: HF hub")
     ap.add_argument("--name", default=None, help="output folder under --out_dir (default: tinystories)")
-    ap.add_argument("--tokenizer", default="all", help=f"{' | '.join(NAMES)} | all")
+    ap.add_argument("--tokenizer", default="all", help="gpt2 | byte | all (both) | bpeN: a byte-level BPE of N ids "
+                    "trained here on the train split")
+    ap.add_argument("--tokenizer_from", default=None, help="bpeN: the folder of a build whose tokenizer.json to use "
+                    "(e.g. data/tinystories/bpe4096): a themed subset must read as its base model does")
     ap.add_argument("--out_dir", default="data")
     ap.add_argument("--filter", default=None, help="keep only stories matching this regex (re.search)")
     ap.add_argument("--force", action="store_true", help="rebuild even if meta.json matches the source")
@@ -328,5 +368,6 @@ if __name__ == "__main__":
     args = ap.parse_args()
     if args.filter and args.name is None:  # a themed subset must not overwrite the full data's bins
         raise SystemExit("--filter needs --name, e.g. --name=tinystories_dragon")
-    for t in NAMES if args.tokenizer == "all" else [args.tokenizer]:
-        prepare(args.source, args.name or "tinystories", t, args.out_dir, args.filter, args.force)
+    for t in ("gpt2", "byte") if args.tokenizer == "all" else [args.tokenizer]:
+        prepare(args.source, args.name or "tinystories", t, args.out_dir, args.filter, args.force,
+                tokenizer_from=args.tokenizer_from)

@@ -7,9 +7,9 @@ Write stories with a trained nanostories model (decoder-only or encoder-decoder)
   python sample.py --out_dir=out-tinystories-cpu --lora=out-lora-dog/lora.pt  # base + LoRA adapter (lora.py)
   python sample.py --out_dir=out-lora-dog --ckpt_name=merged.pt               # the same, merged by lora.py
 
-The tokenizer is the one named in the checkpoint. Every story starts after an EOT, as in training, and ends at the
-next EOT; special ids (PAD, sentinels) are never produced. An encoder-decoder reads the prompt with its encoder and
-writes the continuation with its decoder.
+The tokenizer is the one the checkpoint carries (a trained BPE's whole definition): no data folder is needed. Every
+story starts after an EOT, as in training, and ends at the next EOT; special ids (PAD, sentinels) are never produced.
+An encoder-decoder reads the prompt with its encoder and writes the continuation with its decoder.
 """
 import os
 import sys
@@ -23,7 +23,7 @@ from device import autocast, resolve_device, resolve_dtype
 from errors import check, one_line_errors
 from evaluate import known_word_rate, known_words, sample_stories
 from speedups import keep_freed_memory
-from tokenizer import get_tokenizer
+from tokenizer import tokenizer_of
 
 # ---------------------------------------------------------------------------------------------------------------------
 out_dir = "out"             # where train.py wrote ckpt.pt
@@ -35,6 +35,7 @@ max_new_tokens = 300        # tokens (bytes, for a byte-level model) per sample,
 temperature = 0.8           # 0 = greedy
 top_k = 200                 # keep the k most likely ids; 0 = off
 top_p = 1.0                 # nucleus sampling: keep the most likely ids up to this total probability; 1.0 = off
+repetition_penalty = 1.0    # the logits of ids already in the text / this (x this if negative), CTRL's; 1.0 = off
 seed = 1337
 device = "auto"
 dtype = "auto"
@@ -51,6 +52,7 @@ check(num_samples >= 1 and max_new_tokens >= 1, f"num_samples={num_samples} and 
       f"must be at least 1")
 check(temperature >= 0, f"temperature={temperature} must be >= 0 (0 = greedy; below 0 would favour unlikely ids)")
 check(top_k >= 0 and 0 < top_p <= 1, f"top_k={top_k} must be >= 0 (0 = off) and top_p={top_p} in (0, 1]")
+check(repetition_penalty > 0, f"repetition_penalty={repetition_penalty} must be > 0 (1.0 = off; tiny-tale uses 1.5)")
 keep_freed_memory()
 torch.manual_seed(seed)
 device = resolve_device(device)
@@ -61,8 +63,8 @@ ctx = autocast(device, dtype)
 model, ckpt = load_model(out_dir if os.path.exists(f"{out_dir}/config.json") else f"{out_dir}/{ckpt_name}", device)
 if lora:
     from lora import load_lora
-    load_lora(model, lora, ckpt["tokenizer"])
-tok = get_tokenizer(ckpt["tokenizer"])
+    load_lora(model, lora, tokenizer_of(ckpt))
+tok = tokenizer_of(ckpt)
 print(f"loaded {out_dir}/{ckpt_name}: {model.num_params() / 1e6:.2f}M parameters, tokenizer {tok.name}, "
       f"iter {ckpt['iter_num']}" + (f", LoRA {lora}" if lora else ""))
 if compile:  # compiles the model's __call__ in place, so generate's self(...) runs the compiled forward
@@ -86,7 +88,8 @@ def write(prompt):
     if len(tok.encode(prompt.strip())) + 1 > model.config.block_size:
         print(f"warning: the prompt is longer than block_size; keeping its last {model.config.block_size} tokens",
               file=sys.stderr)
-    texts = sample_stories(model, tok, prompt, num_samples, max_new_tokens, ctx, temperature, top_k, top_p)
+    texts = sample_stories(model, tok, prompt, num_samples, max_new_tokens, ctx, temperature, top_k, top_p,
+                           repetition_penalty=repetition_penalty)
     for text in texts:
         print((prompt.strip() + text).strip())
         print("---------------")

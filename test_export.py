@@ -32,7 +32,7 @@ import hf as hf_py  # noqa: E402
 from checkpoint import load_model, save_checkpoint  # noqa: E402
 from lora import apply_lora, export_lora, merge_lora, save_lora  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
-from tokenizer import get_tokenizer  # noqa: E402
+from tokenizer import get_tokenizer, train_bpe  # noqa: E402
 
 REPO = Path(__file__).resolve().parent
 SHARED = REPO.parent / "shared"
@@ -44,7 +44,8 @@ TOL = 1e-5  # max |dlogit| in fp32 (measured 0 to 1e-6)
 TEXTS = ["Once upon a time, there was a little dragon named Spot.\nSpot liked to fly.",
          "Lily saw a castle. “Wow!” she said. Naïve café, crème brûlée, 東京, emoji 🐉🏰, a tab\there.",
          "Tom typed <|endoftext|> on the screen and laughed. It's 3.14 o'clock, isn't it?", "", "  \n\n  x"]
-LAYOUT = {"gpt2": {}, "llama": dict(rope=True, norm="rmsnorm", mlp="swiglu"), "neox": dict(rope=True)}
+LAYOUT = {"gpt2": {}, "llama": dict(rope=True, norm="rmsnorm", mlp="swiglu"), "neox": dict(rope=True),
+          "llama_gqa": dict(rope=True, norm="rmsnorm", mlp="swiglu", n_kv_head=1)}  # 2 query heads per k/v head
 
 
 @pytest.fixture(autouse=True)
@@ -143,10 +144,15 @@ def test_out_vocab_head_is_an_ordinary_full_vocab_head():
         assert (g - p.grad).abs().max() <= 1e-6
 
 
-@pytest.mark.parametrize("name", ["gpt2", "byte"])
+@pytest.mark.parametrize("name", ["gpt2", "byte", "bpe4096"])
 def test_tokenizer_ids_equal_ours(tmp_path, name):
-    hf_py.hf_tokenizer(name, 256).save_pretrained(tmp_path)
-    hf, tok = AutoTokenizer.from_pretrained(tmp_path), get_tokenizer(name)
+    """A transformers tokenizer from the export's files gives our ids on all 1,000 validation stories; for a BPE of
+    ours, trained on the shipped train split, AutoTokenizer loads its tokenizer.json offline."""
+    stories = lambda f: [s.strip() for s in gzip.open(f, "rt", encoding="utf-8").read().split("<|endoftext|>")]
+    tok = get_tokenizer(name) if not name.startswith("bpe") else get_tokenizer(name, train_bpe(
+        stories(VAL.with_name("train-000.txt.gz")), 4096))
+    hf_py.hf_tokenizer(tok, 256).save_pretrained(tmp_path)
+    hf = AutoTokenizer.from_pretrained(tmp_path)
     texts = list(TEXTS)
     if VAL.exists():  # the genuine shared val stories
         texts += [s.strip() for s in gzip.open(VAL, "rt", encoding="utf-8").read().split("<|endoftext|>")]
@@ -159,7 +165,7 @@ def test_tokenizer_ids_equal_ours(tmp_path, name):
         assert hf.pad_token_id == 257 and hf.convert_tokens_to_ids("<|sentinel_99|>") == 357
 
 
-@pytest.mark.parametrize("layout", ["gpt2", "llama", "neox"])
+@pytest.mark.parametrize("layout", ["gpt2", "llama", "neox", "llama_gqa"])
 def test_lora_adapter_in_peft_equals_ours(tmp_path, layout):
     m, ckpt = random_model(tie_weights=False, **LAYOUT[layout])
     save_checkpoint(str(tmp_path / "base.pt"), m, "byte", ckpt["config"], iter_num=7)
@@ -222,7 +228,7 @@ def test_import_foreign_folders_and_refusals(tmp_path):
     with torch.no_grad():
         assert (ours(x)[0] - hf(x).logits).abs().max() <= TOL
     refused = [("gelu_new", "GPT2Config", dict(vocab_size=358, n_embd=32, n_layer=1, n_head=2, n_positions=64)),
-               ("num_key_value_heads", "LlamaConfig", {**small, "num_key_value_heads": 1}),
+               ("head_dim=8", "LlamaConfig", {**small, "head_dim": 8}),  # heads narrower than hidden / heads
                ("use_parallel_residual", "GPTNeoXConfig", small),
                ("vocab_size=50257", "LlamaConfig", {**small, "vocab_size": 50257}),  # byte tokenizer, GPT-2 vocab
                ("model_type 'opt' is not supported", "OPTConfig", dict(vocab_size=358, hidden_size=32, ffn_dim=64,

@@ -8,6 +8,7 @@ round trips. The end-to-end ones, which launch train.py / sample.py / prepare.py
 """
 import copy
 import errno
+import functools
 import gzip
 import hashlib
 import itertools
@@ -42,7 +43,7 @@ from lora import (LoRALinear, apply_lora, load_lora, lora_state_dict, mark_only_
                   theme_share)
 from model import GPT, GPTConfig, relative_buckets
 from speedups import DecodeLinear, Muon, decode_linears
-from tokenizer import get_tokenizer
+from tokenizer import get_tokenizer, load_tokenizer, tokenizer_of, train_bpe
 
 REPO = Path(__file__).resolve().parent
 EXCERPT = REPO / "data" / "tinystories_excerpt"  # the genuine stories shipped with the repo (its README.md)
@@ -57,7 +58,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # helpers: corpora, tiny models, train.py as a subprocess
 
 
-TOKENIZERS = ["gpt2", "byte"]
+TOKENIZERS = ["gpt2", "byte", "bpe300"]  # bpeN: a byte-level BPE trained on the stories (make_tokenizer, prepare.py)
 
 
 STORIES = [
@@ -69,6 +70,15 @@ STORIES = [
 
 
 EOT_LINE = "<|endoftext|>"
+
+
+@functools.lru_cache(maxsize=None)
+def make_tokenizer(name):
+    """get_tokenizer(name); a trained BPE (bpeN) is trained here, on the test stories repeated."""
+    if not name.startswith("bpe"):
+        return get_tokenizer(name)
+    return get_tokenizer(name, train_bpe(STORIES * 20 + [f"Story {i}: a dragon flew over the castle." for i in
+                                                           range(50)], int(name[3:])))
 
 
 def write_release(path: Path, stories, gz=False):
@@ -128,7 +138,7 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder with data/tinystories/{gpt2,byte} built from 300 template stories."""
+    """A folder with data/tinystories/{gpt2,byte,bpe300} built from 300 template stories."""
     d = tmp_path_factory.mktemp("work")
     rng = random.Random(0)
     names, things = ["Lily", "Tom", "Ben", "Sue", "Max"], ["ball", "cat", "tree", "cake", "boat"]
@@ -182,8 +192,8 @@ def lora_write_adapter(path, model, tokenizer="byte"):
 
 @pytest.mark.parametrize("name", TOKENIZERS)
 def test_tokenizer_roundtrip_and_specials(name):
-    tok = get_tokenizer(name)
-    for s in STORIES + ["", " ", "\n\n", "a\u0000b"]:
+    tok = make_tokenizer(name)
+    for s in STORIES + ["", " ", "\n\n", "a\u0000b", "🐉🏰 Ünïcödé ÀÉÎ 東京 한국어 Ω≈ç√ \t\r\n", "\U0010ffff\ufffd"]:
         ids = tok.encode(s)
         assert tok.decode(ids) == s
         assert not set(ids) & set(tok.special_ids), "encode must never produce special ids"
@@ -194,25 +204,29 @@ def test_tokenizer_roundtrip_and_specials(name):
     if name == "byte":
         assert (tok.vocab_size, tok.eot_id, tok.pad_id, tok.sentinel_ids) == (358, 256, 257, range(258, 358))
         assert tok.decode([tok.pad_id, 258 + 3], skip_special=False) == "<|pad|><|sentinel_3|>"
-    else:
+    elif name == "gpt2":
         assert (tok.vocab_size, tok.eot_id, tok.pad_id, len(tok.sentinel_ids)) == (50257, 50256, None, 0)
+    else:  # a trained BPE: the 256 byte symbols, EOT, and merges up to N ids
+        assert tok.vocab_size == 300 and tok.definition and (tok.pad_id, len(tok.sentinel_ids)) == (None, 0)
+        assert len(tok.encode("a dragon flew over the castle")) < len("a dragon flew over the castle") / 2
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
 def test_decode_never_raises(name):
-    tok = get_tokenizer(name)
+    tok = make_tokenizer(name)
     rng = random.Random(0)
     for skip in (True, False):
         for _ in range(50):
             ids = [rng.randrange(-5, tok.vocab_size + 1000) for _ in range(rng.randrange(0, 40))]
             assert isinstance(tok.decode(ids, skip_special=skip), str)
     assert tok.decode(np.array([tok.vocab_size, 2**16 - 1, -1])) == "\ufffd" * 3
-    assert "\ufffd" in tok.decode(tok.encode("é")[:1] if name == "byte" else [171])  # half a UTF-8 char
+    half = tok.encode("é")[:1] if name == "byte" else [171] if name == "gpt2" else [tok.encode("é")[0]]
+    assert "\ufffd" in tok.decode(half) or name.startswith("bpe") and len(tok.encode("é")) == 1  # half a UTF-8 char
 
 
 @pytest.mark.parametrize("name", TOKENIZERS)
 def test_token_byte_lengths(name):
-    tok = get_tokenizer(name)
+    tok = make_tokenizer(name)
     lens = tok.token_byte_lengths()
     assert lens.shape == (tok.vocab_size,) and (lens[tok.special_ids] == 0).all()
     for s in STORIES:
@@ -231,7 +245,11 @@ def test_prepare_bins_match_per_story_encode(tmp_path, corpus, name, capsys):
     src, train, val = corpus
     meta = prep.prepare(str(src), "ts", name, str(tmp_path / "data"))
     assert "skipped 1 empty stories" in capsys.readouterr().out
-    tok, out = get_tokenizer(name), tmp_path / "data/ts" / name
+    out = tmp_path / "data/ts" / name
+    tok = load_tokenizer(name, str(out))  # a trained BPE: the one prepare.py trained on the train split, beside the bins
+    assert (tok.definition is None) == (not name.startswith("bpe"))
+    if tok.definition:
+        assert meta["source"]["tokenizer_sha256"] == __import__("hashlib").sha256(tok.definition.encode()).hexdigest()
     assert json.loads((out / "meta.json").read_text()) == meta
     assert meta["tokenizer"] == name and meta["dtype"] == "uint16" and meta["eot_id"] == tok.eot_id
     for split, stories in (("train", [s for s in train if s]), ("val", val)):
@@ -271,7 +289,7 @@ def test_encode_stories_equals_per_story(name):
     # the gpt2 fast path joins a chunk with <|endoftext|>: BPE must not merge across story boundaries
     tricky = ["'s a start", "ends with '", "123", "456 numbers", "...", "!!! bang", "x\u00a0y", "\u3000wide",
               "'ll", "ve", "é", "🐉", "a  b   c", "Hi.\n\nBye."]
-    tok = get_tokenizer(name)
+    tok = make_tokenizer(name)
     ids = prep.encode_stories(tok, [s.encode() for s in tricky + STORIES[:2]])
     assert ids.dtype == np.uint16
     assert ids.tolist() == [i for s in tricky + STORIES[:2] for i in tok.encode(s) + [tok.eot_id]]
@@ -420,7 +438,7 @@ def test_invalid_utf8_is_replaced_and_named_the_same_in_every_format(tmp_path, f
 
 def test_prepare_shipped_tinystories_excerpt(tmp_path):
     src = EXCERPT
-    for name in TOKENIZERS:
+    for name in ("gpt2", "byte"):
         meta = prep.prepare(str(src), "ts", name, str(tmp_path / "data"), quiet=True)
         assert (meta["splits"]["train"]["stories"], meta["splits"]["val"]["stories"]) == (2316, 1000)
         # the excerpt's README: 2,094,605 / 803,232 bytes incl. a 15-byte "\n<|endoftext|>\n" per story
@@ -582,6 +600,24 @@ def test_relative_position_bias_is_causal_and_its_cache_matches_no_cache(arch):
                        m.generate(idx[:, :5], 40, temperature=0, src=src, use_cache=False))
 
 
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_grouped_query_attention_shrinks_the_cache_and_matches_no_cache(arch):
+    m = tiny(arch, rope=True, n_head=4, n_kv_head=1)  # 4 query heads share each key/value head
+    C, hs = 32, 8
+    assert m.transformer.h[0].attn.c_attn.out_features == C + 2 * hs  # q: all heads; k, v: one head each
+    src = torch.randint(0, 69, (2, 9)) if arch == "encoder_decoder" else None
+    idx = torch.randint(0, 69, (2, 12))
+    cache = m.new_cache()
+    m(idx, src=src, cache=cache)
+    assert cache["layers"][0]["self"]["k"].shape == (2, 1, 16, hs)  # (B, n_kv_head, block_size, hs)
+    changed = idx.clone()
+    changed[:, 6] = (changed[:, 6] + 1) % 69
+    (a, _), (b, _) = m(idx, src=src), m(changed, src=src)
+    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-6) and not torch.allclose(a[:, 6:], b[:, 6:])
+    assert torch.equal(m.generate(idx[:, :5], 40, temperature=0, src=src),
+                       m.generate(idx[:, :5], 40, temperature=0, src=src, use_cache=False))
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_linear_decoding_path_matches_nn_linear(bias):
     torch.manual_seed(0)
@@ -726,6 +762,22 @@ def test_banned_and_padded_ids_never_sampled():
     banned = list(range(0, 60))  # leave 10 ids; the 58 padding ids (70..127) must never appear either
     out = m.generate(torch.zeros(8, 1, dtype=torch.long), 40, temperature=2.0, banned_ids=banned)
     assert out[:, 1:].min() >= 60 and out.max() < 70
+
+
+def test_repetition_penalty_demotes_the_ids_already_written():
+    """CTRL's penalty p: an id already in the row has its logit divided by p (multiplied if negative); 1.0 is off."""
+    m = tiny(vocab_size=70)
+    idx = torch.tensor([[5, 9, 5, 33, 41]])
+    logits = m(idx)[0][0, -1]
+    ref = logits.clone()
+    seen = torch.tensor([5, 9, 33, 41])
+    ref[seen] = torch.where(logits[seen] > 0, logits[seen] / 2.0, logits[seen] * 2.0)
+    assert m.generate(idx, 1, temperature=0, repetition_penalty=2.0)[0, -1].item() == ref.argmax().item()
+    assert torch.equal(m.generate(idx, 8, temperature=0, repetition_penalty=1.0), m.generate(idx, 8, temperature=0))
+    torch.manual_seed(0)
+    share = lambda p: torch.isin(m.generate(idx.expand(400, -1), 1, temperature=1.0, repetition_penalty=p)[:, -1],
+                                 seen).float().mean().item()
+    assert share(3.0) < share(1.0)  # sampled: the ids already written come up less often
 
 
 def test_top_k_and_top_p_keep_only_their_ids():
@@ -978,9 +1030,9 @@ def test_nan_guard_keeps_last_good_checkpoint(workdir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", sorted(p.name for p in (REPO / "config").glob("*.py")))
-def test_every_config_runs_a_few_iterations(workdir, cfg):
+def test_every_config_runs_a_few_iterations(workdir, cfg, tmp_path):
     text = (REPO / "config" / cfg).read_text()
-    enc_dec, lora = "encoder_decoder" in text, "lora_r" in text
+    enc_dec, lora, bpe = "encoder_decoder" in text, "lora_r" in text, 'tokenizer = "bpe' in text
     if lora:  # a LoRA config fine-tunes a base: a tiny one, trained here
         run([str(REPO / "train.py"), *TINY, "--max_iters=2", "--eval_interval=2", "--out_dir=lora-base",
              "--time_budget=0"], workdir)
@@ -988,8 +1040,15 @@ def test_every_config_runs_a_few_iterations(workdir, cfg):
                "--gradient_accumulation_steps=1", f"--out_dir=cfg-{cfg}", "--time_budget=0", "--word_rate_samples=2",
                *([] if lora else ["--mlp_hidden=0", "--tgt_len=16"]),
                *(["--init_from=lora-base/ckpt.pt", "--dataset=tinystories"] if lora else []),
-               *(["--n_enc_layer=1", "--dec_prefix=4"] if enc_dec else [])], workdir)
+               *(["--n_enc_layer=1", "--dec_prefix=4"] if enc_dec else []),
+               *(["--n_kv_head=1"] if "n_kv_head" in text else []),  # TINY has 2 heads: 2 query heads per k/v head
+               *(["--tokenizer=bpe300"] if bpe else [])], workdir)  # the fixture's BPE, trained on its stories
     assert len(losses(out)) == 2 and (workdir / f"cfg-{cfg}" / ("lora.pt" if lora else "ckpt.pt")).exists()
+    if bpe:  # the checkpoint carries its tokenizer: it samples in a folder with no data, from a prompt loop
+        shutil.copytree(workdir / f"cfg-{cfg}", tmp_path / "alone")
+        s = run([str(REPO / "sample.py"), "--out_dir=alone", "--max_new_tokens=12", "--num_samples=1",
+                 "--interactive=True", "--repetition_penalty=1.5"], tmp_path, input="Once upon a time\n\n")
+        assert "tokenizer bpe300" in s.stdout and re.search(r"Once upon a time.{3,}", s.stdout), s.stdout
     if enc_dec:
         s = run([str(REPO / "sample.py"), f"--out_dir=cfg-{cfg}", "--max_new_tokens=10", "--num_samples=1",
                  "--start=Once"], workdir)
@@ -1033,6 +1092,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(workdir, tmp_path):
     bad = workdir / "bad"
     bad.mkdir(exist_ok=True)
     torch.save(tiny().state_dict(), bad / "sd.pt")
+    save_checkpoint(str(bad / "otherbpe.pt"), tiny(vocab_size=300), make_tokenizer("bpe300"), {})  # another bpe300
     torch.save({"x": Payload()}, bad / "evil.pt")
     (bad / "trunc.pt").write_bytes(good[:len(good) // 2])
     (bad / "empty.pt").write_bytes(b"")
@@ -1095,6 +1155,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(workdir, tmp_path):
         ([T, *TINY, "--out_dir=good", "--max_iters=2"], r"good already holds ckpt.pt, best.pt of another run: "
          r"continue it with --init_from=resume, .*--overwrite=True"),
         ([T, *TINY, "--out_dir=good", "--init_from=resume", "--max_iters=1"], r"already max_iters=1: nothing to train"),
+        ([T, *TINY, "--tokenizer=bpe300", f"--init_from={bad / 'otherbpe.pt'}", "--out_dir=x2"],
+         r"otherbpe.pt was trained with another bpe300 than the one of this run's data .*--tokenizer_from="),
         *[([S, "--out_dir=good", flag], rx) for flag, rx in [
             ("--num_samples=0", "num_samples=0"), ("--top_k=-5", "top_k=-5"), ("--top_p=-0.5", "top_p=-0.5"),
             ("--top_p=1.5", "top_p=1.5"), ("--temperature=-1", "temperature=-1"),

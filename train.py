@@ -34,7 +34,7 @@ from device import agree, autocast, measure_peak_flops, resolve_device, resolve_
 from errors import check, one_line_errors, stop_on_signal
 from evaluate import evaluate, known_word_rate, known_words, sample_stories
 from speedups import keep_freed_memory
-from tokenizer import get_tokenizer
+from tokenizer import load_tokenizer
 
 # ---------------------------------------------------------------------------------------------------------------------
 # defaults: every key a config file or --key=value may set
@@ -55,7 +55,7 @@ wandb_project = "nanostories"
 wandb_run_name = "run"
 # data: data/<dataset>/<tokenizer>/{train,val}.bin and meta.json, written by prepare.py
 dataset = "tinystories"
-tokenizer = "gpt2"          # "gpt2" | "byte"
+tokenizer = "gpt2"          # "gpt2" | "byte" | "bpeN" (trained by prepare.py; its tokenizer.json goes in every ckpt)
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all DDP ranks
 batch_size = 8              # sequences per micro-step and rank
 batch_ramp = 0.0            # epochs at batch_size, then twice the sequences per micro-step (0 = never): grow the
@@ -64,6 +64,7 @@ block_size = 256            # tokens per sequence (the encoder's input length in
 # model (see GPTConfig in model.py)
 n_layer = 4
 n_head = 4
+n_kv_head = 0               # key/value heads (grouped-query attention); 0 = n_head
 n_embd = 256
 dropout = 0.0
 dropout_from = 0.0          # epochs before dropout switches on: a short run is not overfitting yet (late dropout)
@@ -155,7 +156,7 @@ log = print if master_process else (lambda *a, **k: None)
 # data
 data_dir = os.path.join("data", dataset, tokenizer)
 check_prepared(data_dir, dataset, tokenizer)
-tok = get_tokenizer(tokenizer)
+tok = load_tokenizer(tokenizer, data_dir)  # a trained BPE: the folder's tokenizer.json
 train_path = os.path.join(data_dir, "train.bin")
 n_train_tokens, n_val_tokens = (len(open_tokens(os.path.join(data_dir, f"{s}.bin"))) for s in ("train", "val"))
 
@@ -230,13 +231,24 @@ write = partial(save_lora, base=init_from) if lora_r > 0 else partial(save_check
 file_names = {"ckpt.pt": "lora.pt", "best.pt": "lora_best.pt"} if lora_r > 0 else {}
 lock = claim_out_dir(out_dir, [file_names.get(n, n) for n in ("ckpt.pt", "best.pt")], overwrite or resumed) \
     if master_process and not eval_only else None
+# a picture of the run: every log and evaluation line as JSON in out_dir/log.jsonl (plot.py draws it); a resumed run
+# appends to its run's
+run_log = open(os.path.join(out_dir, "log.jsonl"), "a" if resumed else "w") if lock else None
+
+
+def record(**row):
+    """One line of out_dir/log.jsonl (on the master process: the one that holds out_dir)."""
+    if run_log:
+        run_log.write(json.dumps(row) + "\n")
+        run_log.flush()
+
 
 
 def save(name, iter_num, best_val_loss, max_iters):
     """Write out_dir/name with the step, the step count it heads for, the time budget's plan, and the dtype and
     device that ran (config may say "auto"); returns the seconds it took."""
     t, plan = time.time(), {"max_iters": max_iters, "budget": budget and budget.state()}
-    write(os.path.join(out_dir, file_names.get(name, name)), raw_model, tokenizer, config, iter_num=iter_num,
+    write(os.path.join(out_dir, file_names.get(name, name)), raw_model, tok, config, iter_num=iter_num,
           best_val_loss=best_val_loss, extra={"dtype": dtype, "device": device, **plan})
     return time.time() - t
 
@@ -333,6 +345,8 @@ while True:
         if not math.isfinite(val["loss"]):
             raise SystemExit(f"val loss is {val['loss']} at iter {iter_num}: stopping; the last good checkpoint in "
                              f"{out_dir} is untouched (lower learning_rate, or set grad_clip)")
+        record(iter=iter_num, seconds=time.time() - _t_launch, train_loss=train["loss"], val_loss=val["loss"],
+               val_bpb=val["bpb"], val_tokens=val["tokens"])
         if wandb_log and master_process:
             wandb.log({"iter": iter_num, "train/loss": train["loss"], "val/loss": val["loss"], "val/bpb": val["bpb"],
                        "lr": lr})
@@ -385,6 +399,7 @@ while True:
         mfu = tps * flops_per_token / (peak * ddp_world_size)
         log(f"iter {iter_num}/{max_iters}: loss {lossf:.4f}, lr {lr:.2e}, {dt * 1000:.0f} ms/iter, {tps:,.0f} "
             f"tokens/s, mfu {100 * mfu:.1f}%, {time.time() - _t_launch:.0f} s elapsed{left}")
+        record(iter=iter_num, seconds=time.time() - _t_launch, loss=lossf, lr=lr, tokens_per_s=tps)
         if wandb_log and master_process:
             wandb.log({"iter": iter_num, "train/loss_step": lossf, "tokens_per_s": tps})
     if agree(len(stop_signal), largest=True):  # every rank stops at this step

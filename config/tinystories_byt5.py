@@ -1,6 +1,8 @@
-# A byte-level ByT5-style encoder-decoder (Xue et al. 2021, arXiv 2105.13626), the sizes of
-# ByT5-small: 12 encoder / 4 decoder layers (ByT5's 3:1 depth), width 1472, GEGLU with a 3,584 hidden layer,
-# dropout 0.1. ByT5 has 6 heads of 64 (inner width 384); heads here span the whole width: 23 x 64 = 1472.
+# A byte-level encoder-decoder with ByT5's architecture (Xue et al. 2021, arXiv 2105.13626; T5 v1.1): T5's relative
+# position buckets (32, max distance 128, one table per stack), RMSNorm, no biases, a gated GELU (its tanh form, T5's
+# "gated-gelu"), untied input and output embeddings, so it exports as T5ForConditionalGeneration (export.py). The
+# sizes of ByT5-small: 12 encoder / 4 decoder layers (ByT5's 3:1 depth), width 1472, a 3,584 hidden layer, dropout
+# 0.1. ByT5 has 6 heads of 64 (inner width 384); heads here span the whole width: 23 x 64 = 1472.
 # Trained on a mix of span corruption (15% noise, mean span 20 bytes) and prefix-LM continuation, which is what
 # sample.py asks of it (trained on span corruption alone, it sampled sentinels instead of stories).
 # A GPU config: python train.py config/tinystories_byt5.py
@@ -25,13 +27,14 @@ n_enc_layer = 12
 n_layer = 4
 n_embd = 1472
 n_head = 23
-mlp = "geglu"
+mlp = "geglu_tanh"
 mlp_hidden = 3584
 norm = "rmsnorm"               # T5 uses RMSNorm without biases
 bias = False
-rope = True
+rel_buckets = 32               # T5's relative positions
+rel_max_distance = 128
 dropout = 0.1
-tie_weights = True
+tie_weights = False            # ByT5 unties them
 
 learning_rate = 3e-4
 weight_decay = 0.1

@@ -1,0 +1,64 @@
+"""
+A picture of training runs: the train loss and the val bits per byte of each out_dir's log.jsonl (train.py writes
+one line per log step and per evaluation), against the step and against the seconds since launch, in one PNG.
+
+  python plot.py out-tinystories-cpu                          # -> out-tinystories-cpu/curves.png
+  python plot.py out-a out-b out-c --out=sweep.png --title="lr sweep"   # runs side by side
+"""
+import json
+import os
+import sys
+
+from configurator import configure
+from errors import one_line_errors
+
+
+def read_log(out_dir: str) -> list[dict]:
+    """The rows of out_dir/log.jsonl. SystemExit naming the file and the fix when it is missing or unreadable."""
+    path = os.path.join(out_dir, "log.jsonl")
+    if not os.path.isfile(path):
+        raise SystemExit(f"no {path}: train.py writes it while it trains (runs from before it existed have none)")
+    try:
+        return [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    except ValueError as e:
+        raise SystemExit(f"{path} is not JSON lines ({e}): was it cut short?") from None
+
+
+def plot(out_dirs: list[str], out: str, title: str = ""):
+    """Draw the curves of out_dirs into out (PNG): a row per x axis (step, seconds), a column per y (train loss, val
+    bits per byte); the val curves mark each evaluation, the last one labelled with its bpb."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    for d in out_dirs:
+        rows = read_log(d)
+        for r, x in enumerate(("iter", "seconds")):
+            steps = [row for row in rows if "loss" in row]
+            evals = [row for row in rows if "val_bpb" in row]
+            axes[r][0].plot([s[x] for s in steps], [s["loss"] for s in steps], label=d, linewidth=1)
+            label = f"{d}: {evals[-1]['val_bpb']:.4f}" if evals else d
+            axes[r][1].plot([e[x] for e in evals], [e["val_bpb"] for e in evals], marker="o", label=label)
+    for r, x in enumerate(("step", "seconds since launch")):
+        for c, y in enumerate(("train loss (nats/token)", "val bits per byte")):
+            axes[r][c].set(xlabel=x, ylabel=y)
+            axes[r][c].grid(alpha=0.3)
+            axes[r][c].legend(fontsize=8)
+    fig.suptitle(title or ", ".join(out_dirs))
+    fig.savefig(out, dpi=110)
+
+
+if __name__ == "__main__":
+    one_line_errors()
+    dirs = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if not dirs:
+        raise SystemExit(__doc__)
+    args = configure(dict(
+        # -------------------------------------------------------------------------------------------------------------
+        out="",             # the PNG to write (default: curves.png in the first out_dir)
+        title="",           # the figure's title (default: the folders' names)
+        # -------------------------------------------------------------------------------------------------------------
+    ), [a for a in sys.argv[1:] if a.startswith("--")], __file__)
+    out = args["out"] or os.path.join(dirs[0], "curves.png")
+    plot(dirs, out, args["title"])
+    print(f"wrote {out}")
