@@ -107,10 +107,13 @@ writes up to {c.tgt_len} positions, as in training.
 ```python
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 tok, model = AutoTokenizer.from_pretrained("PATH"), AutoModelForSeq2SeqLM.from_pretrained("PATH")
 src = [1] + tok("Once upon a time", add_special_tokens=False).input_ids
 dec = [0]{tail}
-out = model.generate(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec]), max_new_tokens=64)
+cache = EncoderDecoderCache(DynamicCache(), DynamicCache())  # decoder and encoder depths may differ
+out = model.generate(input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec]), max_new_tokens=64,
+                     past_key_values=cache)
 print(tok.decode(out[0, len(dec):]))
 ```"""
     else:
@@ -165,6 +168,7 @@ def compare_t5(model: GPT, tok, path: str, seed: int = 1337, prompt: str = "Once
     and a greedy continuation of EOT + prompt as sample.py's first chunk (the decoder starts at PAD and re-reads the
     source's last dec_prefix ids) from ours and from HF's generate (EOS stopping off), with HF's text."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, logging
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
     logging.set_verbosity_error()  # transformers 5 warns that it keeps an untied lm_head untied
     hf, model, c = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=torch.float32).eval(), model.float().eval(), \
         model.config
@@ -182,7 +186,9 @@ def compare_t5(model: GPT, tok, path: str, seed: int = 1337, prompt: str = "Once
     banned = [i for i in tok.special_ids if i != tok.eot_id]
     ours = model.generate(d, n, temperature=0, src=x, banned_ids=banned)[0, d.size(1):]
     hf.generation_config.eos_token_id = None  # all n tokens, as our generate without stop_ids
-    out = hf.generate(input_ids=to_hf[x], decoder_input_ids=to_hf[d], max_new_tokens=n, do_sample=False)[0, d.size(1):]
+    # transformers 5 sizes T5's decoder cache by the encoder's depth: a cache that grows by layer serves any depths
+    out = hf.generate(input_ids=to_hf[x], decoder_input_ids=to_hf[d], max_new_tokens=n, do_sample=False,
+                      past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()))[0, d.size(1):]
     same = int((to_hf[ours] != out).cumsum(0).eq(0).sum())  # leading tokens that agree
     story = prompt + AutoTokenizer.from_pretrained(path).decode(out, skip_special_tokens=True)
     return {"max_dlogit": dlogit, "greedy_same": same, "greedy_n": n, "story": story}

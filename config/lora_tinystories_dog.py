@@ -1,11 +1,12 @@
 # LoRA fine-tune of the quick-start model on the stories about dogs (lora.py; Hu et al. 2021, arXiv 2106.09685):
-#   python prepare.py --source=../shared/data/tinystories --filter='(?i)\b(dogs?|pupp(y|ies))\b' --name=tinystories_dog
+#   python prepare.py --source=data/tinystories_excerpt --filter='(?i)\b(dogs?|pupp(y|ies))\b' --name=tinystories_dog \
+#       --tokenizer=bpe4096 --tokenizer_from=data/tinystories/bpe4096     # the base's tokenizer, not a new one
 #   python train.py config/lora_tinystories_dog.py
 # The architecture comes from init_from; only the adapters train, and only they are saved (out_dir/lora.pt).
 init_from = "out-tinystories-cpu/ckpt.pt"  # the base model: read, never written
 out_dir = "out-lora-dog"
-dataset = "tinystories_dog"    # 142 train stories (35.5k GPT-2 tokens); val: the 67 dog stories of the val file
-tokenizer = "gpt2"
+dataset = "tinystories_dog"    # 142 train stories; val: the 67 dog stories of the val file
+tokenizer = "bpe4096"          # the quick start's
 eval_interval = 50
 eval_tokens = 0                # the theme's val split is only ~14k tokens: score all of it every time
 log_interval = 10
