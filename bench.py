@@ -259,28 +259,39 @@ def _timed(fn):
 
 
 def bench_quickstart(args):
-    """The quick start's training step (config/tinystories_cpu.py: its shape, batch, dropout, optimizer, out_vocab
-    over 6,997 ids) in the auto dtype and in fp32, with its dropout and without: median ms/step of args.steps and the
-    share of the measured matmul peak of that dtype, and the step's matmuls timed alone at their own shapes (the
-    roofline of this step: roofline()). --profile: then one step's ops by self time. Then the final evaluation's cost:
-    evaluate() over all of data/tinystories/gpt2/val.bin (prepare it first) plus eval_tokens train tokens."""
+    """The quick start's training step (config/tinystories_cpu.py: its shape, batch, dropout, optimizer, and the
+    out_vocab head over the ids of its prepared train.bin) on real train windows, in the auto dtype and in fp32, with
+    its dropout and without: median ms/step of args.steps and the share of the measured matmul peak of that dtype,
+    and the step's matmuls timed alone at their own shapes (the roofline of this step: roofline()). --profile: then
+    one step's ops by self time. Then the final evaluation's cost: evaluate() over all of its val.bin.
+    Raises SystemExit: the config's bins are not prepared (the prepare command to run)."""
     torch = _setup(args)
+    import numpy as np
     from evaluate import evaluate
     from device import autocast, measure_peak_flops, resolve_dtype
     from model import GPT, GPTConfig
+    from tokenizer import load_tokenizer
     cfg = {"optimizer": "adamw", "eval_tokens": 0}  # train.py's defaults of the keys the config may leave out
     exec((REPO / "config/tinystories_cpu.py").read_text(), cfg)  # a config file is plain assignments
+    data = REPO / "data" / cfg["dataset"] / cfg["tokenizer"]
+    if not (data / "train.bin").exists():
+        raise SystemExit(f"no {data}/train.bin: run `python prepare.py --source=data/tinystories_excerpt "
+                         f"--tokenizer={cfg['tokenizer']}` first")
+    tok = load_tokenizer(cfg["tokenizer"], str(data))
+    train = torch.from_numpy(np.fromfile(data / "train.bin", dtype=np.uint16).astype(np.int64))
     model_cfg = {k: cfg[k] for k in GPTConfig.__dataclass_fields__ if k in cfg and k not in ("vocab_size",)}
-    B, T, K = cfg["batch_size"], cfg["block_size"], 6997
-    kept = torch.randperm(50257)[:K].sort().values
-    batches = [kept[torch.randint(0, K, (B, T + 1))] for _ in range(4)]
+    B, T, kept = cfg["batch_size"], cfg["block_size"], train.unique()  # the ids out_vocab_from_data keeps
+    g = torch.Generator().manual_seed(1337)
+    batches = [torch.stack([train[i:i + T + 1] for i in torch.randint(0, len(train) - T - 1, (B,), generator=g)])
+               for _ in range(4)]  # (B, T + 1) windows of train.bin, as train.py draws them
     auto = resolve_dtype("auto", "cpu")
-    print(f"quick-start shape: {cfg['n_layer']} x {cfg['n_embd']}, batch {B} x {T}, out_vocab {K}, optimizer "
-          f"{cfg['optimizer']}, dropout {cfg['dropout']}")
+    print(f"quick-start shape: {cfg['n_layer']} x {cfg['n_embd']}, batch {B} x {T}, tokenizer {cfg['tokenizer']} "
+          f"({tok.vocab_size:,} ids), out_vocab {len(kept):,}, optimizer {cfg['optimizer']}, dropout {cfg['dropout']}")
     for dtype in dict.fromkeys((auto, "float32")):
         peak = max(measure_peak_flops("cpu", dtype) for _ in range(3))
         for dropout in dict.fromkeys((cfg["dropout"], 0.0)):
-            model = GPT(GPTConfig(**{**model_cfg, "dropout": dropout}, vocab_size=50257, out_vocab=K)).train()
+            model = GPT(GPTConfig(**{**model_cfg, "dropout": dropout}, vocab_size=tok.vocab_size,
+                                  out_vocab=len(kept))).train()
             model.kept_ids.copy_(kept)
             opts = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (0.9, 0.95), "cpu",
                                               cfg["optimizer"])
@@ -308,16 +319,16 @@ def bench_quickstart(args):
               f"GFLOP, {rate / 1e12:.3f} TFLOP/s = {100 * rate / peak:.1f}% of the peak (the roofline); the last step "
               f"above reached {100 * flops / med / rate:.1f}% of it", flush=True)
         if args.profile:
-            with autocast("cpu", dtype):
-                _profile(lambda: model(x[:, :-1], x[:, 1:], return_logits=False)[1].backward(), row_limit=30)
-    val = REPO / "data/tinystories/gpt2/val.bin"
-    if not val.exists():
-        print(f"no {val}: run `python prepare.py --source=data/tinystories_excerpt` for the evaluation's cost")
-        return
-    from tokenizer import get_tokenizer
+            def step():
+                with autocast("cpu", dtype):
+                    model(x[:, :-1], x[:, 1:], return_logits=False)[1].backward()
+                for opt in opts:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+            _profile(step, row_limit=30)
     model.eval()
     t0 = time.perf_counter()
-    out = evaluate(model, str(val), get_tokenizer("gpt2"), B, autocast("cpu", auto), "cpu")
+    out = evaluate(model, str(data / "val.bin"), tok, B, autocast("cpu", auto), "cpu")
     dt = time.perf_counter() - t0
     print(f"final evaluation ({auto}): all {out['tokens']:,} val tokens in {dt:.1f} s ({out['tokens'] / dt:,.0f} "
           f"tokens/s); train.py's adds eval_tokens={cfg['eval_tokens']:,} train tokens: ~"
