@@ -26,7 +26,8 @@ def read_log(out_dir: str) -> list[dict]:
 
 def plot(out_dirs: list[str], out: str, title: str = ""):
     """Draw the curves of out_dirs into out (PNG): a row per x axis (step, seconds), a column per y (train loss, val
-    bits per byte); the val curves mark each evaluation, the last one labelled with its bpb."""
+    bits per byte); the val curves mark each evaluation, one curve per number of val tokens scored, each labelled
+    with its last bpb."""
     import matplotlib
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
@@ -35,10 +36,14 @@ def plot(out_dirs: list[str], out: str, title: str = ""):
         rows = read_log(d)
         for r, x in enumerate(("iter", "seconds")):
             steps = [row for row in rows if "loss" in row]
-            evals = [row for row in rows if "val_bpb" in row]
             axes[r][0].plot([s[x] for s in steps], [s["loss"] for s in steps], label=d, linewidth=1)
-            label = f"{d}: {evals[-1]['val_bpb']:.4f}" if evals else d
-            axes[r][1].plot([e[x] for e in evals], [e["val_bpb"] for e in evals], marker="o", label=label)
+            # one curve per size of the scored val: evaluations during training may score its first eval_tokens, the
+            # final one all of it, and the two are different texts, not one curve
+            for n in dict.fromkeys(row["val_tokens"] for row in rows if "val_bpb" in row):
+                evals = [row for row in rows if row.get("val_tokens") == n]
+                axes[r][1].plot([e[x] for e in evals], [e["val_bpb"] for e in evals], marker="o" if len(evals) > 1
+                                else "*", markersize=6 if len(evals) > 1 else 12,
+                                label=f"{d}, {n:,} val tokens: {evals[-1]['val_bpb']:.4f}")
     for r, x in enumerate(("step", "seconds since launch")):
         for c, y in enumerate(("train loss (nats/token)", "val bits per byte")):
             axes[r][c].set(xlabel=x, ylabel=y)

@@ -944,6 +944,16 @@ def test_train_loss_falls_then_sample(workdir):
     assert "known words:" in out.stdout  # the end-of-run check, of 2 stories
     curve = losses(out)
     assert len(curve) == 40 and np.mean(curve[-5:]) < np.mean(curve[:5]) - 1.0, curve
+    # the picture of the run: log.jsonl holds every log line and evaluation, and plot.py draws it, a curve per val size
+    rows = [json.loads(line) for line in (workdir / "out" / "log.jsonl").read_text().splitlines()]
+    assert np.allclose([r["loss"] for r in rows if "loss" in r], curve, atol=1e-4)
+    assert [r["iter"] for r in rows if "val_bpb" in r] == [0, 20, 40]
+    run([str(REPO / "plot.py"), "out", "--out=curves.png"], workdir)
+    assert (workdir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (workdir / "cut" / "log.jsonl").parent.mkdir(exist_ok=True)
+    (workdir / "cut" / "log.jsonl").write_text('{"iter": 1, "loss": 2.0}\n{"iter": 2, "lo')
+    out = run([str(REPO / "plot.py"), "cut"], workdir, check=False)
+    assert out.returncode == 1 and "cut/log.jsonl is not JSON lines" in out.stderr and "Traceback" not in out.stderr
     s = run([str(REPO / "sample.py"), "--out_dir=out", "--num_samples=2", "--max_new_tokens=20",
              "--start=Once upon", "--word_rate=True"], workdir)
     samples = s.stdout.split("\n", 1)[1].split("---------------")[:2]  # after the "loaded" line
