@@ -963,6 +963,17 @@ def test_train_loss_falls_then_sample(workdir):
 
 
 @pytest.mark.slow
+def test_warmdown_holds_the_rate_then_decays_it_linearly_to_zero(workdir):
+    run([str(REPO / "train.py"), *TINY, "--out_dir=wd", "--max_iters=20", "--lr_decay_iters=20", "--eval_interval=20",
+         "--warmdown_frac=0.5"],
+        workdir)
+    rows = [json.loads(line) for line in (workdir / "wd" / "log.jsonl").read_text().splitlines()]
+    lrs = {r["iter"] - 1: r["lr"] for r in rows if "lr" in r}  # the row of iter n logs step n - 1's rate
+    want = [3e-3 * (it + 1) / 3 if it < 2 else 3e-3 * min(1.0, (20 - it) / 10) for it in range(20)]
+    assert np.allclose([lrs[it] for it in range(20)], want, rtol=1e-6, atol=0), lrs
+
+
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_bit_for_bit_with_dropout(workdir):
     n_train = len(np.fromfile(workdir / "data/tinystories/gpt2/train.bin", np.uint16))
     common_args = [str(REPO / "train.py"), *TINY, "--eval_interval=4", "--lr_decay_iters=8", "--dropout=0.2",

@@ -87,7 +87,7 @@ noise_density = 0.15        # ByT5: 15% of the bytes are corrupted...
 mean_span = 20.0            # ...in spans of 20 bytes on average
 tgt_len = 128               # decoder length per continuation sample (the encoder gets up to block_size before)
 dec_prefix = 0              # continuation: the decoder also reads the source's last dec_prefix ids (not scored)
-# optimizer: linear warmup then cosine decay to min_lr
+# optimizer: linear warmup, then cosine decay to min_lr (or hold, then a linear warmdown to 0)
 optimizer = "adamw"         # "adamw" | "muon" (Muon for the blocks' matrices, AdamW for the rest: see model.py)
 learning_rate = 6e-4        # peak learning rate
 max_iters = 5000            # optimizer steps
@@ -99,6 +99,8 @@ decay_lr = True
 warmup_iters = 100
 lr_decay_iters = 5000       # ~max_iters per Chinchilla; a time_budget ends the decay at the max_iters it plans
 min_lr = 6e-5               # ~learning_rate / 10 per Chinchilla
+warmdown_frac = 0.0         # > 0: hold learning_rate, then decay linearly to 0 over this last share of lr_decay_iters
+#                             in place of the cosine (warmup-stable-decay, Hu et al. 2024, arXiv 2404.06395)
 # LoRA (lora.py): lora_r > 0 freezes the model of init_from and trains rank-r adapters; only they are saved
 lora_r = 0
 lora_alpha = 16.0
@@ -119,6 +121,7 @@ for key in ("eval_interval", "log_interval", "batch_size", "block_size", "gradie
 for key in ("max_iters", "time_budget", "word_rate_samples", "warmup_iters", "weight_decay", "grad_clip", "min_lr",
             "dropout_from", "batch_ramp", "eval_tokens", "final_eval_tokens"):
     check(config[key] >= 0, f"{key}={config[key]} must not be negative")
+check(0 <= warmdown_frac <= 1, f"warmdown_frac={warmdown_frac} must be in [0, 1]")
 check(learning_rate > 0 and 0 <= dropout < 1, f"learning_rate={learning_rate} must be > 0, dropout={dropout} in [0, 1)")
 check(optimizer in ("adamw", "muon"), f"optimizer='{optimizer}' must be 'adamw' or 'muon'")
 check(arch == "decoder" or tgt_len <= block_size, f"tgt_len={tgt_len} must be at most block_size={block_size}: the "
@@ -214,11 +217,14 @@ dropout_modules = [m for n, m in raw_model.named_modules() if isinstance(m, torc
 def schedule(it, max_iters):
     """(learning rate, dropout rate, sequences per micro-step) at optimizer step it: the whole curriculum, one pure
     function of the step. Learning rate: linear warmup for warmup_iters steps, then cosine decay to min_lr at
-    lr_decay_iters (0: at max_iters, as a time budget plans it), then min_lr (nanoGPT's get_lr); dropout from step
+    lr_decay_iters (0: at max_iters, as a time budget plans it), then min_lr (nanoGPT's get_lr); or, with
+    warmdown_frac, learning_rate until the last warmdown_frac of lr_decay_iters, then linear to 0; dropout from step
     dropout_on (late dropout, Liu et al. 2023); twice the batch from step ramp_on (batch ramp, Smith et al. 2018)."""
     decay_iters, lr = lr_decay_iters or max_iters, learning_rate
     if decay_lr and it < warmup_iters:
         lr = learning_rate * (it + 1) / (warmup_iters + 1)
+    elif decay_lr and warmdown_frac:  # a time budget may cut or extend the plan: the warmdown follows its end
+        lr = learning_rate * min(1.0, max(0.0, (decay_iters - it) / (warmdown_frac * decay_iters)))
     elif decay_lr:
         ratio = min(1.0, (it - warmup_iters) / max(1, decay_iters - warmup_iters))
         lr = min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
