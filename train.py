@@ -237,17 +237,10 @@ write = partial(save_lora, base=init_from) if lora_r > 0 else partial(save_check
 file_names = {"ckpt.pt": "lora.pt", "best.pt": "lora_best.pt"} if lora_r > 0 else {}
 lock = claim_out_dir(out_dir, [file_names.get(n, n) for n in ("ckpt.pt", "best.pt")], overwrite or resumed) \
     if master_process and not eval_only else None
-# a picture of the run: every log and evaluation line as JSON in out_dir/log.jsonl (plot.py draws it); a resumed run
-# appends to its run's
+# a picture of the run: every log and evaluation line as JSON in out_dir/log.jsonl (plot.py draws it), written by the
+# process that holds out_dir; a resumed run appends to its run's
 run_log = open(os.path.join(out_dir, "log.jsonl"), "a" if resumed else "w") if lock else None
-
-
-def record(**row):
-    """One line of out_dir/log.jsonl (on the master process: the one that holds out_dir)."""
-    if run_log:
-        run_log.write(json.dumps(row) + "\n")
-        run_log.flush()
-
+record = lambda **row: run_log and print(json.dumps(row), file=run_log, flush=True)
 
 
 def save(name, iter_num, best_val_loss, max_iters):
