@@ -26,7 +26,7 @@ LAYOUTS = {(False, "layernorm", "gelu"): "gpt2", (True, "rmsnorm", "swiglu"): "l
            (True, "rmsnorm", "geglu"): "llama", (True, "layernorm", "gelu"): "gpt_neox"}
 SUPPORTED = ("decoders with learned wpe + LayerNorm + GELU (GPT-2), RoPE + RMSNorm + SwiGLU or GEGLU (LLaMA), or "
              "RoPE + LayerNorm + GELU (GPT-NeoX); encoder-decoders with rel_buckets, RMSNorm, bias=False and "
-             "tie_weights=False (T5)")
+             "tie_weights=False (T5); none with x0_mix")
 T5_MLP = {"geglu": "gated-gelu_python", "geglu_tanh": "gated-gelu", "swiglu": "gated-silu", "gelu": "gelu_python"}
 # per layout: HF's block prefix, {our block module: (HF modules, how our tensor maps)}, {our top module: HF's}.
 # "T": transposed (GPT-2's Conv1D); "chunk": rows split evenly, in order; "heads": q|k|v rows regrouped per head
@@ -51,14 +51,14 @@ def layout_of(config: GPTConfig) -> str:
     SystemExit naming the supported combinations (and --format=nanostories) for any other."""
     c = config
     if c.arch == "encoder_decoder" and c.rel_buckets and c.norm == "rmsnorm" and not c.bias and not c.tie_weights \
-            and c.mlp in T5_MLP and c.n_kv_head in (0, c.n_head):
+            and c.mlp in T5_MLP and c.n_kv_head in (0, c.n_head) and not c.x0_mix:
         return "t5"
     gqa = c.n_kv_head not in (0, c.n_head)  # grouped-query attention: LLaMA has it, GPT-2, NeoX and T5 do not
-    if c.arch != "decoder" or c.rel_buckets or (c.rope, c.norm, c.mlp) not in LAYOUTS or (gqa and LAYOUTS.get(
-            (c.rope, c.norm, c.mlp)) != "llama"):
+    if c.arch != "decoder" or c.rel_buckets or c.x0_mix or (c.rope, c.norm, c.mlp) not in LAYOUTS or (
+            gqa and LAYOUTS.get((c.rope, c.norm, c.mlp)) != "llama"):
         raise SystemExit(f"no transformers class computes arch={c.arch}, rope={c.rope}, rel_buckets={c.rel_buckets}, "
                          f"norm={c.norm}, mlp={c.mlp}, bias={c.bias}, tie_weights={c.tie_weights}, n_kv_head="
-                         f"{c.n_kv_head}: supported are "
+                         f"{c.n_kv_head}, x0_mix={c.x0_mix}: supported are "
                          f"{SUPPORTED}; export any model with --format=nanostories")
     return LAYOUTS[(c.rope, c.norm, c.mlp)]
 

@@ -6,6 +6,7 @@ Every choice is a field of GPTConfig, decided once in __init__ (a disabled featu
   tie_weights   lm_head.weight is wte.weight (Press & Wolf 2017, arXiv 1608.05859)
   norm          LayerNorm with optional bias (GPT-2) or RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467)
   mlp           GELU 4x (GPT-2), or gated SwiGLU / GEGLU (Shazeer 2020, arXiv 2002.05202; LLaMA's hidden size)
+  x0_mix        per-layer learned scalars mixing the residual stream with the embedded input (nanochat)
   arch          "decoder" (GPT-2) or "encoder_decoder" (T5 / ByT5, Xue et al. 2021, arXiv 2105.13626): an encoder
                 stack of the same Block with bidirectional attention, decoder blocks that add cross-attention
 References: GPT-2 (Radford et al. 2019), nanoGPT (github.com/karpathy/nanoGPT), PaLM appendix B for the FLOP count
@@ -57,6 +58,8 @@ class GPTConfig:
     dec_prefix: int = 0          # encoder_decoder: the decoder re-reads the source's last dec_prefix ids (not scored)
     pad_id: int = -1             # encoder inputs equal to this id are masked out (encoder_decoder; -1 = none)
     grad_checkpoint: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
+    x0_mix: bool = False         # before decoder block i: x = resid_lambdas[i] * x + x0_lambdas[i] * x0, x0 the
+    #                              embedded input (nanochat's per-layer scalars; modded-nanogpt's x0 skip)
     out_vocab: int = 0           # 0: lm_head scores every id. K > 0: it scores the K ids in kept_ids (those seen in
     #                              training); every other id's logit is the dot product with one shared row, `other`
 
@@ -244,6 +247,9 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab, bias=False)
         if config.tie_weights:
             self.transformer.wte.weight = self.lm_head.weight  # one tensor, two names
+        if config.x0_mix:  # the stream as it is, and a little of the input back (nanochat's starting values)
+            self.resid_lambdas = nn.Parameter(torch.ones(config.n_layer))
+            self.x0_lambdas = nn.Parameter(torch.full((config.n_layer,), 0.1))
         if config.out_vocab:
             # an id the training data never holds cannot be learned, yet a 50k-row softmax pays for every one of them
             # on every token (most of a small model's FLOPs). Score the K ids seen in training (train.py fills
@@ -289,8 +295,12 @@ class GPT(nn.Module):
         bias = bias.masked_fill(rel > 0, float("-inf")) if causal else bias
         return bias if pad is None else bias.masked_fill(~pad, float("-inf"))
 
-    def _run(self, blocks, x, rope, self_mask, mem=None, mem_mask=None, cache=None, pos=0):
+    def _run(self, blocks, x, rope, self_mask, mem=None, mem_mask=None, cache=None, pos=0, mix=None):
+        """x (B, T, C) through blocks; mix: (resid_lambdas, x0_lambdas) of x0_mix (the decoder stack), or None."""
+        x0 = x
         for i, block in enumerate(blocks):
+            if mix is not None:
+                x = mix[0][i] * x + mix[1][i] * x0
             if self.config.grad_checkpoint and self.training:  # keep only block inputs; recompute the rest
                 x = checkpoint(block, x, rope, self_mask, mem, mem_mask, use_reentrant=False)
             else:
@@ -326,7 +336,8 @@ class GPT(nn.Module):
                     cache["mem"] = (mem, mem_mask)
         x, rope = self._embed(idx, pos)
         self_mask = self._self_mask(getattr(self.transformer, "rel_bias", None), idx.size(1), True, pos)
-        x = self.transformer.ln_f(self._run(self.transformer.h, x, rope, self_mask, mem, mem_mask, cache, pos))
+        mix = (self.resid_lambdas, self.x0_lambdas) if self.config.x0_mix else None
+        x = self.transformer.ln_f(self._run(self.transformer.h, x, rope, self_mask, mem, mem_mask, cache, pos, mix))
         if cache:
             cache["pos"] = pos + idx.size(1)
         if targets is not None and not return_logits:

@@ -31,6 +31,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import hf as hf_py
 import prepare as prep
 from batches import eval_continuation, seq2seq_batch, span_corruption
 from budget import AHEAD, END_FIT, END_LATE, Budget, pace
@@ -692,6 +693,24 @@ def test_weight_tying_and_rope_parameters():
     # a disabled feature creates no parameters: the untied model has exactly one more V x C matrix
     n = lambda m: sum(p.numel() for p in m.parameters())
     assert n(untied) - n(tied) == 128 * 32
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_x0_mix_is_its_two_scalars_per_layer_and_its_cache_matches_no_cache(arch):
+    plain, mixed = tiny(arch, rope=True), tiny(arch, rope=True, x0_mix=True)
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    assert n(mixed) - n(plain) == 2 * 2  # resid_lambdas and x0_lambdas of the 2 decoder layers; off: none
+    src = torch.randint(0, 69, (2, 9)) if arch == "encoder_decoder" else None
+    idx = torch.randint(0, 69, (2, 12))
+    mixed.load_state_dict({**plain.state_dict(), "resid_lambdas": torch.ones(2), "x0_lambdas": torch.zeros(2)})
+    assert torch.allclose(mixed(idx, src=src)[0], plain(idx, src=src)[0], atol=1e-6)  # (1, 0): the plain stream
+    with torch.no_grad():
+        mixed.x0_lambdas.fill_(0.5)
+    assert not torch.allclose(mixed(idx, src=src)[0], plain(idx, src=src)[0], atol=1e-3)  # the input comes back
+    a = mixed.generate(idx[:, :5], 20, temperature=0, src=src)
+    assert torch.equal(a, mixed.generate(idx[:, :5], 20, temperature=0, src=src, use_cache=False))
+    with pytest.raises(SystemExit, match="x0_mix=True: supported are"):
+        hf_py.layout_of(mixed.config)  # no transformers class mixes x0 back in: export refuses it in one line
 
 
 @pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
