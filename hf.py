@@ -5,6 +5,7 @@ map onto its names, its config and tokenizer (export.py writes them); read_dir r
                                      Conv1D stores weights transposed; bias=False as zero biases
   RoPE + RMSNorm + SwiGLU / GEGLU -> LlamaForCausalLM (silu / gelu): c_attn splits into q/k/v rows, no per-head
                                      permutation (our half-split RoPE is HF's rotate_half); c_fc into gate / up
+  ... with qk_norm, bias=False   -> Qwen3ForCausalLM: the same modules, q_norm / k_norm gains of ones
   RoPE + LayerNorm + GELU         -> GPTNeoXForCausalLM(use_parallel_residual=False), query_key_value per head
   encoder-decoder with T5 buckets -> T5ForConditionalGeneration (ByT5Tokenizer): RMSNorm, no biases, untied; T5 does
                                      not scale q.k, so 1/sqrt(head size) folds into q; ids move to ByT5's (byt5_ids)
@@ -24,7 +25,8 @@ from tokenizer import get_tokenizer
 
 LAYOUTS = {(False, "layernorm", "gelu"): "gpt2", (True, "rmsnorm", "swiglu"): "llama",
            (True, "rmsnorm", "geglu"): "llama", (True, "layernorm", "gelu"): "gpt_neox"}
-SUPPORTED = ("decoders with learned wpe + LayerNorm + GELU (GPT-2), RoPE + RMSNorm + SwiGLU or GEGLU (LLaMA), or "
+SUPPORTED = ("decoders with learned wpe + LayerNorm + GELU (GPT-2), RoPE + RMSNorm + SwiGLU or GEGLU (LLaMA; with "
+             "qk_norm and bias=False: Qwen3), or "
              "RoPE + LayerNorm + GELU (GPT-NeoX); encoder-decoders with rel_buckets, RMSNorm, bias=False and "
              "tie_weights=False (T5); none with x0_mix")
 T5_MLP = {"geglu": "gated-gelu_python", "geglu_tanh": "gated-gelu", "swiglu": "gated-silu", "gelu": "gelu_python"}
@@ -44,6 +46,8 @@ HF = {
         (["post_attention_layernorm"], ""), (["mlp.dense_h_to_4h"], ""), (["mlp.dense_4h_to_h"], "")])),
                  {"transformer.wte": "gpt_neox.embed_in", "transformer.ln_f": "gpt_neox.final_layer_norm"}),
 }
+HF["qwen3"] = HF["llama"]  # LLaMA's modules, and q_norm / k_norm gains of ones for our parameter-free qk_norm
+QK_NORMS = ("model.layers.{}.self_attn.q_norm.weight", "model.layers.{}.self_attn.k_norm.weight")
 
 
 def layout_of(config: GPTConfig) -> str:
@@ -51,16 +55,17 @@ def layout_of(config: GPTConfig) -> str:
     SystemExit naming the supported combinations (and --format=nanostories) for any other."""
     c = config
     if c.arch == "encoder_decoder" and c.rel_buckets and c.norm == "rmsnorm" and not c.bias and not c.tie_weights \
-            and c.mlp in T5_MLP and c.n_kv_head in (0, c.n_head) and not c.x0_mix:
+            and c.mlp in T5_MLP and c.n_kv_head in (0, c.n_head) and not c.x0_mix and not c.qk_norm:
         return "t5"
     gqa = c.n_kv_head not in (0, c.n_head)  # grouped-query attention: LLaMA has it, GPT-2, NeoX and T5 do not
+    llama = LAYOUTS.get((c.rope, c.norm, c.mlp)) == "llama"
     if c.arch != "decoder" or c.rel_buckets or c.x0_mix or (c.rope, c.norm, c.mlp) not in LAYOUTS or (
-            gqa and LAYOUTS.get((c.rope, c.norm, c.mlp)) != "llama"):
+            gqa and not llama) or (c.qk_norm and not (llama and not c.bias)):
         raise SystemExit(f"no transformers class computes arch={c.arch}, rope={c.rope}, rel_buckets={c.rel_buckets}, "
                          f"norm={c.norm}, mlp={c.mlp}, bias={c.bias}, tie_weights={c.tie_weights}, n_kv_head="
-                         f"{c.n_kv_head}, x0_mix={c.x0_mix}: supported are "
+                         f"{c.n_kv_head}, qk_norm={c.qk_norm}, x0_mix={c.x0_mix}: supported are "
                          f"{SUPPORTED}; export any model with --format=nanostories")
-    return LAYOUTS[(c.rope, c.norm, c.mlp)]
+    return "qwen3" if c.qk_norm else LAYOUTS[(c.rope, c.norm, c.mlp)]
 
 
 def module_pairs(layout: str, c: GPTConfig) -> list:
@@ -148,11 +153,11 @@ def hf_config(model: GPT, tok):
                                        attn_pdrop=0.0, layer_norm_epsilon=1e-5, **ids)
     ids.update(hidden_size=c.n_embd, intermediate_size=hidden, num_hidden_layers=c.n_layer, attention_bias=c.bias,
                num_attention_heads=c.n_head, max_position_embeddings=c.block_size)
-    if layout == "llama":  # RMSNorm eps 1e-6 as model.make_norm
-        return transformers.LlamaConfig(num_key_value_heads=c.n_kv_head or c.n_head, head_dim=c.n_embd // c.n_head,
-                                        mlp_bias=c.bias,
-                                        hidden_act="silu" if c.mlp == "swiglu" else "gelu", rms_norm_eps=1e-6,
-                                        rope_theta=c.rope_theta, **ids)
+    if layout in ("llama", "qwen3"):  # RMSNorm eps 1e-6 as model.make_norm (and qk_norm)
+        ids.update(num_key_value_heads=c.n_kv_head or c.n_head, head_dim=c.n_embd // c.n_head, rms_norm_eps=1e-6,
+                   hidden_act="silu" if c.mlp == "swiglu" else "gelu", rope_theta=c.rope_theta)
+        return transformers.LlamaConfig(mlp_bias=c.bias, **ids) if layout == "llama" else \
+            transformers.Qwen3Config(use_sliding_window=False, **ids)
     return transformers.GPTNeoXConfig(hidden_act="gelu", use_parallel_residual=False, layer_norm_eps=1e-5,
                                       rotary_pct=1.0, rotary_emb_base=c.rope_theta, hidden_dropout=0.0, **ids)
 
@@ -174,6 +179,8 @@ def hf_state_dict(model: GPT) -> dict:
         emb = rows(sd["transformer.wte.weight"])
         return {**out, "shared.weight": emb, "encoder.embed_tokens.weight": emb, "decoder.embed_tokens.weight": emb,
                 "lm_head.weight": rows(sd["lm_head.weight"])}
+    if layout == "qwen3":
+        out.update({k.format(i): torch.ones(c.n_embd // c.n_head) for i in range(c.n_layer) for k in QK_NORMS})
     out[HF[layout][2]["transformer.wte"] + ".weight"] = sd["transformer.wte.weight"][:c.vocab_size].clone()
     out["lm_head.weight"] = sd["lm_head.weight"][:c.vocab_size].clone()
     if c.out_vocab:
@@ -280,7 +287,7 @@ def read_dir(path: str, device="cpu") -> dict:
     if layout == "t5":
         return _read_t5(path, meta, device)
     if layout not in HF:
-        raise SystemExit(f"{path}: model_type {layout!r} is not supported; supported are gpt2, llama, gpt_neox "
+        raise SystemExit(f"{path}: model_type {layout!r} is not supported; supported are gpt2, llama, qwen3, gpt_neox "
                          f"configs that match model.py: {SUPPORTED}")
     from transformers import AutoConfig, AutoModelForCausalLM
     tok = get_tokenizer(meta.get("tokenizer") or _known_tokenizer(path), meta.get("tokenizer_json"))
@@ -302,6 +309,9 @@ def read_dir(path: str, device="cpu") -> dict:
                 sd[k] = join(ts, kind, config.n_head)
     pad = lambda t: torch.cat([t, t.new_zeros(config.padded_vocab - config.vocab_size, t.size(1))])
     sd["transformer.wte.weight"] = pad(weights.pop(HF[layout][2]["transformer.wte"] + ".weight"))
+    gains = [weights.pop(k.format(i)) for i in range(config.n_layer) for k in QK_NORMS] if layout == "qwen3" else []
+    if any(not torch.equal(g, torch.ones_like(g)) for g in gains):
+        raise SystemExit(f"{path}: its q_norm / k_norm gains are learned (not 1): model.py's qk_norm has none")
     sd["lm_head.weight"] = sd["transformer.wte.weight"] if config.tie_weights else pad(head)
     left = [k for k, t in weights.items() if t.any()]  # what remains must be zero biases that bias=False drops
     if left:
@@ -395,8 +405,8 @@ def _gpt_args(hf, layout: str, tok, path: str) -> dict:
             hf.layer_norm_epsilon, 1e-5), scale_attn_by_inverse_layer_idx=(hf.scale_attn_by_inverse_layer_idx, False),
             scale_attn_weights=(hf.scale_attn_weights, True))
     else:
-        llama = layout == "llama"
-        args = dict(block_size=hf.max_position_embeddings, n_layer=hf.num_hidden_layers, n_embd=hf.hidden_size,
+        llama = layout in ("llama", "qwen3")
+        args = dict(qk_norm=layout == "qwen3", block_size=hf.max_position_embeddings, n_layer=hf.num_hidden_layers, n_embd=hf.hidden_size,
                     n_head=hf.num_attention_heads, mlp_hidden=hf.intermediate_size, rope=True,
                     rope_theta=float(rope["rope_theta"]), norm="rmsnorm" if llama else "layernorm",
                     mlp={"silu": "swiglu", "gelu": "geglu"}.get(hf.hidden_act, "") if llama else "gelu")
@@ -404,6 +414,8 @@ def _gpt_args(hf, layout: str, tok, path: str) -> dict:
         want.update(rope_type=(rope.get("rope_type", "default"), "default"), hidden_act=(hf.hidden_act, (
             hf.hidden_act if args["mlp"] else "silu or gelu") if llama else "gelu"),
             partial_rotary_factor=(rope.get("partial_rotary_factor", 1.0), 1.0))
+        if layout == "qwen3":
+            want["use_sliding_window"] = (getattr(hf, "use_sliding_window", False), False)
         kv = getattr(hf, "num_key_value_heads", None) or args["n_head"]
         args["n_kv_head"] = 0 if kv == args["n_head"] else kv  # grouped-query attention
         want.update(dict(head_dim=(getattr(hf, "head_dim", None) or hs, hs), rms_norm_eps=(hf.rms_norm_eps, 1e-6),

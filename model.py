@@ -6,6 +6,7 @@ Every choice is a field of GPTConfig, decided once in __init__ (a disabled featu
   tie_weights   lm_head.weight is wte.weight (Press & Wolf 2017, arXiv 1608.05859)
   norm          LayerNorm with optional bias (GPT-2) or RMSNorm (Zhang & Sennrich 2019, arXiv 1910.07467)
   mlp           GELU 4x (GPT-2), or gated SwiGLU / GEGLU (Shazeer 2020, arXiv 2002.05202; LLaMA's hidden size)
+  qk_norm       queries and keys RMS-normalised per head, no gains (Henry et al. 2020, arXiv 2010.04245; Qwen3)
   x0_mix        per-layer learned scalars mixing the residual stream with the embedded input (nanochat)
   arch          "decoder" (GPT-2) or "encoder_decoder" (T5 / ByT5, Xue et al. 2021, arXiv 2105.13626): an encoder
                 stack of the same Block with bidirectional attention, decoder blocks that add cross-attention
@@ -58,6 +59,7 @@ class GPTConfig:
     dec_prefix: int = 0          # encoder_decoder: the decoder re-reads the source's last dec_prefix ids (not scored)
     pad_id: int = -1             # encoder inputs equal to this id are masked out (encoder_decoder; -1 = none)
     grad_checkpoint: bool = False  # recompute each block in backward: less activation memory, ~30% more compute
+    qk_norm: bool = False        # RMS-normalise the self-attention's queries and keys per head (no gains)
     x0_mix: bool = False         # before decoder block i: x = resid_lambdas[i] * x + x0_lambdas[i] * x0, x0 the
     #                              embedded input (nanochat's per-layer scalars; modded-nanogpt's x0 skip)
     out_vocab: int = 0           # 0: lm_head scores every id. K > 0: it scores the K ids in kept_ids (those seen in
@@ -125,7 +127,7 @@ class Attention(nn.Module):
 
     def __init__(self, config, causal: bool, cross: bool = False):
         super().__init__()
-        self.n_head, self.causal, self.cross = config.n_head, causal, cross
+        self.n_head, self.causal, self.cross, self.qk_norm = config.n_head, causal, cross, config.qk_norm
         self.n_kv = config.n_kv_head or config.n_head
         C, kv = config.n_embd, (config.n_kv_head or config.n_head) * (config.n_embd // config.n_head)  # kv: k's width
         if cross:
@@ -154,6 +156,8 @@ class Attention(nn.Module):
                     cache["k"], cache["v"] = k, v
         else:
             q, k, v = map(heads, self.c_attn(x).split([C, self.n_kv * hs, self.n_kv * hs], dim=2))
+            if self.qk_norm:  # before the rotation, as Qwen3: the same as after it, since a rotation keeps the norm
+                q, k = F.rms_norm(q, (hs,), eps=1e-6), F.rms_norm(k, (hs,), eps=1e-6)
             if rope is not None:
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
             if cache is not None:  # write this call's keys/values at pos.., attend over everything cached so far

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,7 +46,8 @@ TEXTS = ["Once upon a time, there was a little dragon named Spot.\nSpot liked to
          "Lily saw a castle. “Wow!” she said. Naïve café, crème brûlée, 東京, emoji 🐉🏰, a tab\there.",
          "Tom typed <|endoftext|> on the screen and laughed. It's 3.14 o'clock, isn't it?", "", "  \n\n  x"]
 LAYOUT = {"gpt2": {}, "llama": dict(rope=True, norm="rmsnorm", mlp="swiglu"), "neox": dict(rope=True),
-          "llama_gqa": dict(rope=True, norm="rmsnorm", mlp="swiglu", n_kv_head=1)}  # 2 query heads per k/v head
+          "llama_gqa": dict(rope=True, norm="rmsnorm", mlp="swiglu", n_kv_head=1),  # 2 query heads per k/v head
+          "qwen3": dict(rope=True, norm="rmsnorm", mlp="swiglu", qk_norm=True)}  # LLaMA + q/k norms, no MLP bias
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +87,8 @@ def greedy_hf(hf, ids, n):
     return hf.generate(ids, max_new_tokens=n, do_sample=False)
 
 
-CASES = [(lay, tie, bias, 0) for lay in LAYOUT for tie in (True, False) for bias in (True, False)]
+CASES = [(lay, tie, bias, 0) for lay in LAYOUT for tie in (True, False) for bias in (True, False)
+         if not (lay == "qwen3" and bias)]  # Qwen3's MLP has no biases
 CASES += [("llama-geglu", False, True, 0), ("llama", True, False, 100), ("gpt2", False, True, 200)]
 
 
@@ -187,6 +190,20 @@ def test_lora_adapter_in_peft_equals_ours(tmp_path, layout):
             assert (pm(input_ids=x).logits - ours).abs().max() > 1e-2  # the adapter changes the logits
         merged = pm.merge_and_unload()(x).logits
         assert (merge_lora(m)(x)[0] - merged).abs().max() <= TOL
+
+
+def test_qwen3_export_with_learned_qk_gains_is_refused_on_import(tmp_path):
+    m, ckpt = random_model(**LAYOUT["qwen3"], bias=False)
+    export.export_hf(m, ckpt, str(tmp_path / "hf"))
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "qwen3"
+    hf = hf_model(tmp_path / "hf")
+    with torch.no_grad():
+        hf.model.layers[1].self_attn.k_norm.weight.mul_(1.5)  # learned gains: model.py's qk_norm has none
+    hf.save_pretrained(tmp_path / "gains")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tmp_path / "hf" / f, tmp_path / "gains" / f)
+    with pytest.raises(SystemExit, match="q_norm / k_norm gains are learned"):
+        load_model(str(tmp_path / "gains"))
 
 
 def test_native_safetensors_round_trip_encoder_decoder(tmp_path):

@@ -714,6 +714,22 @@ def test_x0_mix_is_its_two_scalars_per_layer_and_its_cache_matches_no_cache(arch
 
 
 @pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_qk_norm_has_no_parameters_normalises_and_its_cache_matches_no_cache(arch):
+    plain, normed = tiny(arch, rope=True), tiny(arch, rope=True, qk_norm=True)
+    assert plain.state_dict().keys() == normed.state_dict().keys()  # no gains: nothing to learn, nothing to export
+    src = torch.randint(0, 69, (2, 9)) if arch == "encoder_decoder" else None
+    idx = torch.randint(0, 69, (2, 12))
+    assert not torch.allclose(normed(idx, src=src)[0], plain(idx, src=src)[0], atol=1e-3)
+    with torch.no_grad():  # scaled q/k rows change nothing once normalised (and everything without the norm)
+        for m in (plain, normed):
+            for b in m.transformer.h:
+                b.attn.c_attn.weight[:64] *= 3.0
+    assert torch.allclose(normed(idx, src=src)[0], tiny(arch, rope=True, qk_norm=True)(idx, src=src)[0], atol=1e-5)
+    a = normed.generate(idx[:, :5], 20, temperature=0, src=src)
+    assert torch.equal(a, normed.generate(idx[:, :5], 20, temperature=0, src=src, use_cache=False))
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
 def test_overfits_one_batch(arch):
     m = tiny(arch, rope=True).train()
     torch.manual_seed(1)

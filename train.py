@@ -80,6 +80,7 @@ mlp_hidden = 0
 arch = "decoder"            # "decoder" | "encoder_decoder"
 n_enc_layer = 0
 grad_checkpoint = False
+qk_norm = False             # RMS-normalise queries and keys per head (model.py)
 x0_mix = False              # learned per-layer mixing of the residual stream with the embedded input (model.py)
 out_vocab_from_data = False  # score only the ids train.bin holds, + one shared row for the rest (GPTConfig.out_vocab)
 # encoder-decoder objectives (batches.py): span corruption and prefix-LM continuation, mixed per micro-step
