@@ -32,18 +32,21 @@ def plot(out_dirs: list[str], out: str, title: str = ""):
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
-    for d in out_dirs:
-        rows = read_log(d)
+    for i, d in enumerate(out_dirs):
+        rows, color = read_log(d), f"C{i}"  # one colour per run, in every panel
+        sizes = list(dict.fromkeys(row["val_tokens"] for row in rows if "val_bpb" in row))
         for r, x in enumerate(("iter", "seconds")):
             steps = [row for row in rows if "loss" in row]
-            axes[r][0].plot([s[x] for s in steps], [s["loss"] for s in steps], label=d, linewidth=1)
+            axes[r][0].plot([s[x] for s in steps], [s["loss"] for s in steps], color=color, label=d, linewidth=1)
             # one curve per size of the scored val: evaluations during training may score its first eval_tokens, the
-            # final one all of it, and the two are different texts, not one curve
-            for n in dict.fromkeys(row["val_tokens"] for row in rows if "val_bpb" in row):
+            # final one all of it, and the two are different texts, not one curve. The largest (all of val) is a
+            # star, a smaller one a dashed line of dots
+            for n in sizes:
                 evals = [row for row in rows if row.get("val_tokens") == n]
-                axes[r][1].plot([e[x] for e in evals], [e["val_bpb"] for e in evals], marker="o" if len(evals) > 1
-                                else "*", markersize=6 if len(evals) > 1 else 12,
-                                label=f"{d}, {n:,} val tokens: {evals[-1]['val_bpb']:.4f}")
+                full = n == max(sizes)
+                axes[r][1].plot([e[x] for e in evals], [e["val_bpb"] for e in evals], color=color,
+                                marker="*" if full else "o", markersize=12 if full else 5, linestyle="-" if full
+                                else "--", label=f"{d}, {n:,} val tokens: {evals[-1]['val_bpb']:.4f}")
     for r, x in enumerate(("step", "seconds since launch")):
         for c, y in enumerate(("train loss (nats/token)", "val bits per byte")):
             axes[r][c].set(xlabel=x, ylabel=y)
