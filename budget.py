@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 END_FIT = 0.98     # a plan fills 98% of the budget: the pace of a shared machine wanders
 END_LATE = 0.99    # ... and is cut when it would end past 99% (the budget's promise is +5%)
@@ -79,6 +80,25 @@ def pace(step_times, since):
     return float(np.mean(recent or step_times[-1:]))
 
 
+def pass_seconds(model, draw, ctx, dropout_modules, it, setting):
+    """Seconds of a forward + backward pass of model (train.py's raw model) on draw(it, 0, batch_size=...), step it's
+    first micro-batch, in setting (dropout rate, sequences) under ctx (autocast); the RNG, the dropout rates and the
+    gradients are left as they were. How a later phase of the schedule is timed (phase_costs)."""
+    was = dropout_modules[0].p
+    with torch.random.fork_rng():
+        for m in dropout_modules:
+            m.p = setting[0]
+        inputs, y = draw(it, 0, batch_size=setting[1])
+        t = time.time()
+        with ctx:
+            model(**inputs, targets=y, return_logits=False)[1].backward()
+        t = time.time() - t
+    for m in dropout_modules:
+        m.p = was
+    model.zero_grad(set_to_none=True)
+    return t
+
+
 def phase_costs(it, firsts, setting, pass_seconds):
     """[(first step, seconds a step costs more from there)] for each phase ahead of step it: the steps of firsts
     (math.inf for none) whose setting(step) (train.py: dropout rate and batch) differs from step it's, each timed as
@@ -86,6 +106,21 @@ def phase_costs(it, firsts, setting, pass_seconds):
     firsts = sorted({f for f in firsts if it < f < math.inf and setting(f) != setting(it)})
     passes = {s: min(pass_seconds(it, s) for _ in range(4)) for s in [setting(it), *map(setting, firsts)]}
     return [(f, max(0.0, passes[setting(f)] - passes[setting(it)])) for f in firsts]
+
+
+def measure_costs(save, evaluate, stories, phases):
+    """What TimeBudget.update's measure() returns, in seconds: save() writes a checkpoint (an early one, too) and
+    returns its seconds; evaluate(n) scores the first n val tokens (its span_s: an encoder-decoder evaluation's fixed
+    span batches), timed per token; stories(n) samples the known-word check's stories of n tokens (None: no check),
+    timed at 16 of its 256 tokens, x16, + reading train's words; phases() -> phase_costs' list."""
+    save_s, t = save(), time.time()
+    small = evaluate(16384)
+    span_s = small.get("span_s", 0.0)
+    token_s, t = (time.time() - t - span_s) / small["tokens"], time.time()
+    if stories:
+        stories(16)
+    words_s = 16 * (time.time() - t) + 0.5 if stories else 0.0
+    return save_s, token_s, span_s, words_s, phases()
 
 
 class TimeBudget:

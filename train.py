@@ -27,7 +27,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from batches import check_prepared, open_tokens, train_batch
-from budget import TimeBudget, phase_costs
+from budget import TimeBudget, measure_costs, pass_seconds, phase_costs
 from checkpoint import claim_out_dir, init_model, save_checkpoint
 from configurator import configure
 from device import agree, autocast, measure_peak_flops, resolve_device, resolve_dtype
@@ -254,43 +254,20 @@ def save(name, iter_num, best_val_loss, max_iters):
     return time.time() - t
 
 
-def pass_seconds(it, setting):
-    """Seconds of a forward + backward pass of step it's first micro-batch in setting (dropout rate, batch), the RNG,
-    dropout and gradients left as they were: how the time budget times a later phase of the schedule (budget.py)."""
-    was = dropout_modules[0].p
-    with torch.random.fork_rng():
-        for m in dropout_modules:
-            m.p = setting[0]
-        inputs, y = draw(it, 0, batch_size=setting[1])
-        t = time.time()
-        with ctx:
-            raw_model(**inputs, targets=y, return_logits=False)[1].backward()
-        t = time.time() - t
-    for m in dropout_modules:
-        m.p = was
-    raw_model.zero_grad(set_to_none=True)
-    return t
-
-
 def check_stories(n_tokens):
     """The known-word check's word_rate_samples stories of up to n_tokens from "Once upon a time", at seed."""
     return sample_stories(raw_model, tok, "Once upon a time", word_rate_samples, n_tokens, ctx, seed=seed)
 
 
 def plan_costs(it, best_val_loss, max_iters):
-    """What the time budget times at step it (budget.TimeBudget.update), in seconds: a checkpoint write (an early
-    checkpoint, too), an evaluated token and the encoder-decoder's 8 fixed span batches (per evaluation), the known-word
-    check (16 of its 256 tokens, x16), and what the later phases add to a step (none measured under DDP)."""
-    save_s = save("ckpt.pt", it, best_val_loss, max_iters) if master_process else 0.0
-    t, small = time.time(), evaluate_split("val", 16384)
-    span_s = small.get("span_s", 0.0)
-    token_s, t = (time.time() - t - span_s) / small["tokens"], time.time()
-    if word_rate_samples and master_process:
-        check_stories(16)
-    words_s = 16 * (time.time() - t) + 0.5 if word_rate_samples and master_process else 0.0  # + reading train's words
-    setting = lambda i: schedule(i, max_iters)[1:]  # (dropout rate, batch)
-    phases = [] if ddp else phase_costs(it, (dropout_on, ramp_on), setting, pass_seconds)
-    return save_s, token_s, span_s, words_s, phases
+    """What the time budget times at step it (budget.measure_costs): a checkpoint write, evaluation, the known-word
+    check, and what the later phases of schedule() add to a step (none measured under DDP)."""
+    write = lambda: save("ckpt.pt", it, best_val_loss, max_iters) if master_process else 0.0
+    stories = check_stories if word_rate_samples and master_process else None
+    timed = partial(pass_seconds, raw_model, draw, ctx, dropout_modules)  # a forward + backward pass in a setting
+    setting = lambda i: schedule(i, max_iters)[1:]  # (dropout rate, batch) of step i
+    phases = lambda: [] if ddp else phase_costs(it, (dropout_on, ramp_on), setting, timed)
+    return measure_costs(write, partial(evaluate_split, "val"), stories, phases)
 
 
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
