@@ -118,36 +118,42 @@ class Muon(torch.optim.Muon):
         self.ns_dtype = ns_dtype or (torch.bfloat16 if device != "cpu" or cpu_has_bf16() else torch.float32)
 
     def orthogonalize(self, g, group):
-        """The quintic Newton-Schulz iteration of torch.optim.Muon on g (m, n) in ns_dtype: ~U V^T of g's SVD."""
+        """The quintic Newton-Schulz iteration of torch.optim.Muon on g (k, m, n), k matrices of one shape at once, in
+        ns_dtype: ~U V^T of each g[i]'s SVD. One batched matmul in place of k small ones: a small model's CPU step is
+        bound by per-op overhead, not FLOPs (RECORDS.md); each matrix's arithmetic is the same."""
         a, b, c = group["ns_coefficients"]
-        tall = g.size(0) > g.size(1)
-        x = g.to(self.ns_dtype).T if tall else g.to(self.ns_dtype)  # (min, max): the Gram matrix x x^T is the small one
-        x = x / x.norm().clamp(min=group["eps"])  # spectral norm <= Frobenius norm <= 1; not in place: x may be buf
+        tall = g.size(1) > g.size(2)
+        x = g.to(self.ns_dtype).mT if tall else g.to(self.ns_dtype)  # (k, min, max): x x^T is the small Gram matrix
+        x = x / x.norm(dim=(1, 2), keepdim=True).clamp(min=group["eps"])  # spectral norm <= Frobenius norm <= 1
         for _ in range(group["ns_steps"]):
-            gram = x @ x.T
-            x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-        return x.T if tall else x
+            gram = x @ x.mT  # (k, min, min)
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+        return x.mT if tall else x
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One step of every parameter that has a gradient: Nesterov momentum, orthogonalize, decoupled weight
-        decay, then the update scaled per torch's adjust_lr_fn (Moonshot's 0.2 sqrt(max(A, B)), or Jordan's
-        sqrt(max(1, A / B)))."""
+        """One step of every parameter that has a gradient: Nesterov momentum, orthogonalize (the parameters of one
+        shape together), decoupled weight decay, then the update scaled per torch's adjust_lr_fn (Moonshot's
+        0.2 sqrt(max(A, B)), or Jordan's sqrt(max(1, A / B)))."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum = group["lr"], group["momentum"]
+            lr, momentum, by_shape = group["lr"], group["momentum"], {}
             for p in (p for p in group["params"] if p.grad is not None):
-                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
-                buf.lerp_(p.grad, 1 - momentum)
-                update = self.orthogonalize(p.grad.lerp(buf, momentum) if group["nesterov"] else buf, group)
-                A, B = p.shape
+                by_shape.setdefault(p.shape, []).append(p)
+            for (A, B), ps in by_shape.items():
+                bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad)) for p in ps]
+                for p, buf in zip(ps, bufs):
+                    buf.lerp_(p.grad, 1 - momentum)
+                updates = self.orthogonalize(torch.stack([p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                                                          for p, buf in zip(ps, bufs)]), group)  # (k, A, B)
                 scale = 0.2 * math.sqrt(max(A, B)) if group["adjust_lr_fn"] == "match_rms_adamw" else \
                     math.sqrt(max(1, A / B))
-                p.mul_(1 - lr * group["weight_decay"])
-                p.add_(update, alpha=-lr * scale)
+                for p, update in zip(ps, updates):
+                    p.mul_(1 - lr * group["weight_decay"])
+                    p.add_(update, alpha=-lr * scale)
         return loss
 
 

@@ -892,7 +892,8 @@ def test_muon_trains_the_hidden_matrices():
 
 def test_muon_is_torchs_step_in_bf16_and_close_in_fp32():
     torch.manual_seed(0)
-    shapes = [(48, 16), (16, 48), (32, 32)]  # tall (orthogonalized transposed), wide, square
+    shapes = [(48, 16), (16, 48), (32, 32), (48, 16), (32, 32)]  # tall (orthogonalized transposed), wide, square;
+    #                                                                 shapes that repeat are orthogonalized together
     start = [torch.randn(s) for s in shapes]
     grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
 
