@@ -406,8 +406,9 @@ def _gpt_args(hf, layout: str, tok, path: str) -> dict:
             scale_attn_weights=(hf.scale_attn_weights, True))
     else:
         llama = layout in ("llama", "qwen3")
-        args = dict(qk_norm=layout == "qwen3", block_size=hf.max_position_embeddings, n_layer=hf.num_hidden_layers, n_embd=hf.hidden_size,
+        args = dict(block_size=hf.max_position_embeddings, n_layer=hf.num_hidden_layers, n_embd=hf.hidden_size,
                     n_head=hf.num_attention_heads, mlp_hidden=hf.intermediate_size, rope=True,
+                    qk_norm=layout == "qwen3",
                     rope_theta=float(rope["rope_theta"]), norm="rmsnorm" if llama else "layernorm",
                     mlp={"silu": "swiglu", "gelu": "geglu"}.get(hf.hidden_act, "") if llama else "gelu")
         hs = args["n_embd"] // args["n_head"]

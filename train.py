@@ -262,12 +262,12 @@ def check_stories(n_tokens):
 def plan_costs(it, best_val_loss, max_iters):
     """What the time budget times at step it (budget.measure_costs): a checkpoint write, evaluation, the known-word
     check, and what the later phases of schedule() add to a step (none measured under DDP)."""
-    write = lambda: save("ckpt.pt", it, best_val_loss, max_iters) if master_process else 0.0
+    save_ckpt = lambda: save("ckpt.pt", it, best_val_loss, max_iters) if master_process else 0.0
     stories = check_stories if word_rate_samples and master_process else None
     timed = partial(pass_seconds, raw_model, draw, ctx, dropout_modules)  # a forward + backward pass in a setting
     setting = lambda i: schedule(i, max_iters)[1:]  # (dropout rate, batch) of step i
     phases = lambda: [] if ddp else phase_costs(it, (dropout_on, ramp_on), setting, timed)
-    return measure_costs(write, partial(evaluate_split, "val"), stories, phases)
+    return measure_costs(save_ckpt, partial(evaluate_split, "val"), stories, phases)
 
 
 flops_per_token = raw_model.estimate_flops_per_token(block_size)
